@@ -1,0 +1,110 @@
+"""Atomic output files: every file is written to a temporary name beside its final name and
+renamed into place, so a reader never sees half a file and a crash leaves no partial output."""
+
+import contextlib
+import logging
+import os
+import tempfile
+
+from .errors import OutputExistsError, InputError
+
+__all__ = ["atomic_output", "check_outputs_free", "output_paths", "publish", "temporary_path"]
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = {
+    "detrended": "-detrended.fits",
+    "summary": "-summary.fits",
+    "zp_plot": "-zp.png",
+    "detrended_plot": "-detrended.png",
+    "quiver_plot": "-quiver.png",
+}
+
+
+def output_paths(raw_path, outdir):
+    """Final output file names for a raw frame, keyed as in `SUFFIXES`."""
+    base = os.path.basename(os.fspath(raw_path))
+    if base.endswith(".fz"):
+        base = base[:-3]
+    if base.endswith(".fits"):
+        base = base[:-5]
+    return {key: os.path.join(outdir, base + suffix) for key, suffix in SUFFIXES.items()}
+
+
+def check_outputs_free(paths, *, overwrite=False):
+    """Raise `OutputExistsError` if any of `paths` exists and `overwrite` is false."""
+    if overwrite:
+        return
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing:
+        raise OutputExistsError(
+            f"output already exists: {', '.join(existing)} (use --overwrite to replace)")
+
+
+def temporary_path(final_path):
+    """A free temporary name beside `final_path`, keeping its extension (writers look at it)."""
+    final_path = os.fspath(final_path)
+    directory = os.path.dirname(final_path) or "."
+    base = os.path.basename(final_path)
+    stem, ext = base, ""
+    for known in (".fits.gz", ".fits", ".png", ".json"):
+        if base.endswith(known):
+            stem, ext = base[: -len(known)], known
+            break
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp" + ext, dir=directory)
+    os.close(fd)
+    os.unlink(tmp)  # writers such as fitsio refuse to write over an existing file
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_output(final_path):
+    """Yield a temporary path beside `final_path`; on success rename it into place.
+
+    On an exception the temporary file is removed and nothing appears under the final name.
+    """
+    tmp = temporary_path(final_path)
+    try:
+        yield tmp
+        os.replace(tmp, final_path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _ensure_writable_dir(directory):
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise InputError(directory, f"cannot create output directory ({exc.strerror})") from None
+    if not os.access(directory, os.W_OK):
+        raise InputError(directory, "output directory is not writable")
+
+
+def publish(writers, *, overwrite=False):
+    """Write several outputs so that either all appear or none do.
+
+    Parameters
+    ----------
+    writers : dict
+        final path -> callable(tmp_path) that writes the file.
+    overwrite : bool
+        Replace existing outputs instead of refusing.
+    """
+    check_outputs_free(writers, overwrite=overwrite)
+    staged = []
+    try:
+        for final, write in writers.items():
+            _ensure_writable_dir(os.path.dirname(final) or ".")
+            tmp = temporary_path(final)
+            staged.append((tmp, final))
+            write(tmp)
+        for tmp, final in staged:
+            os.replace(tmp, final)
+            log.debug("wrote %s", final)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install pc_gpu with its test extras (and redis-server where missing), then run the tests.
+# Extra arguments go to pytest, e.g. scripts/test.sh -m gpu
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh test
+scripts/ensure_redis.sh
+export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/.numba_cache}"
+exec .venv/bin/python -m pytest "$@"
