@@ -13,8 +13,9 @@ __all__ = ["field_healpix", "read_gaia_chunks", "gaia_mag_limit", "star_list", "
 
 log = logging.getLogger(__name__)
 
-GAIA_COLUMNS = ("SOURCE_ID", "RA", "DEC", "PMRA", "PMDEC", "REF_EPOCH",
-                "PHOT_G_MEAN_MAG", "PHOT_BP_MEAN_MAG", "PHOT_RP_MEAN_MAG")
+GAIA_COLUMNS = ("SOURCE_ID", "RA", "DEC", "PHOT_G_MEAN_MAG", "PHOT_BP_MEAN_MAG",
+                "PHOT_RP_MEAN_MAG", "REF_EPOCH", "PMRA", "PMDEC")
+DEFAULT_REF_EPOCH = 2016.0
 
 
 def chunk_path(gaia_dir, pixel):
@@ -22,13 +23,14 @@ def chunk_path(gaia_dir, pixel):
     return os.path.join(gaia_dir, f"chunk-{int(pixel):05d}.fits")
 
 
-def field_healpix(wcs, camera, n_grid=100):
-    """Unique HEALPix (RING, nside from the camera) pixels touched by the image, sampled on a grid."""
+def field_healpix(wcs, camera, n_grid=104):
+    """Sorted unique HEALPix (RING, camera nside) pixels under a grid of n_grid x n_grid points
+    from pixel 0 to nx (ny) inclusive."""
     from astropy_healpix import HEALPix
     import astropy.units as u
 
-    xs = np.linspace(-0.5, camera.nx - 0.5, n_grid)
-    ys = np.linspace(-0.5, camera.ny - 0.5, n_grid)
+    xs = np.linspace(0.0, camera.nx, n_grid)
+    ys = np.linspace(0.0, camera.ny, n_grid)
     gx, gy = np.meshgrid(xs, ys)
     ra, dec = wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
     ok = np.isfinite(ra) & np.isfinite(dec)
@@ -79,40 +81,47 @@ def gaia_mag_limit(exptime_s):
     return float(np.clip(15.5 + 1.21 * 2.5 * np.log10(exptime_s / 26.0), 10.0, 15.5))
 
 
-def _apply_proper_motion(ra, dec, pmra, pmdec, ref_epoch, mjd):
-    """RA, Dec (deg) moved from `ref_epoch` (Julian year) to the epoch of `mjd`; pm in mas/yr."""
-    epoch = 2000.0 + (mjd - 51544.5) / 365.25
-    dt_yr = epoch - ref_epoch
-    pmra = np.nan_to_num(pmra)
-    pmdec = np.nan_to_num(pmdec)
+def apply_proper_motion(ra, dec, pmra, pmdec, ref_epoch, mjd):
+    """RA, Dec (deg) moved from `ref_epoch` (Julian year) to the epoch of `mjd`.
+
+    Proper motions are in mas/yr (PMRA includes cos Dec); stars without a finite proper
+    motion keep their position.
+    """
+    dt_yr = 2000.0 + (mjd - 51544.5) / 365.25 - ref_epoch
+    ok = np.isfinite(pmra) & np.isfinite(pmdec)
     cosd = np.cos(np.radians(dec))
-    return ra + pmra * dt_yr / 3.6e6 / cosd, dec + pmdec * dt_yr / 3.6e6
+    ra = np.where(ok, ra + np.where(ok, pmra, 0.0) * dt_yr / (3.6e6 * cosd), ra)
+    dec = np.where(ok, dec + np.where(ok, pmdec, 0.0) * dt_yr / 3.6e6, dec)
+    return ra, dec
 
 
 def star_list(gaia, wcs, camera, exptime_s, *, max_n_stars=3000, pm_corr=False, mjd=None):
-    """Gaia stars in the image, brightest first, with their predicted pixel positions.
+    """Gaia stars inside the image with their predicted pixel positions.
 
-    Returns a structured array of the Gaia columns plus RA_USED, DEC_USED (deg, after the
-    proper-motion correction when asked) and x_gaia_guess, y_gaia_guess (pixels).
+    Keeps G <= `gaia_mag_limit(exptime_s)` and 0 < x < nx - 1, 0 < y < ny - 1 (strict, as the
+    original). When more than `max_n_stars` remain, keeps the brightest, sorted by G; otherwise
+    the chunk-file order is kept. With `pm_corr`, RA/DEC are moved to the epoch of `mjd` using
+    REF_EPOCH (2016.0 when absent) and the catalogue RA/DEC hold the moved positions.
+
+    Returns a structured array: the Gaia columns plus x_gaia_guess, y_gaia_guess (pixels).
     """
     g = gaia["PHOT_G_MEAN_MAG"]
-    keep = np.isfinite(g) & (g <= gaia_mag_limit(exptime_s))
-    stars = gaia[keep]
+    stars = gaia[np.isfinite(g) & (g <= gaia_mag_limit(exptime_s))]
     ra, dec = stars["RA"].astype(np.float64), stars["DEC"].astype(np.float64)
     if pm_corr:
-        if mjd is None:
-            raise ValueError("pm_corr needs the MJD of the exposure")
-        ref = stars["REF_EPOCH"] if "REF_EPOCH" in stars.dtype.names else np.full(len(stars), 2016.0)
-        ra, dec = _apply_proper_motion(ra, dec, stars["PMRA"], stars["PMDEC"], ref, mjd)
+        if mjd is None or not np.isfinite(mjd):
+            raise ValueError("proper-motion correction needs the MJD of the exposure")
+        names = stars.dtype.names
+        ref = stars["REF_EPOCH"].astype(np.float64) if "REF_EPOCH" in names else DEFAULT_REF_EPOCH
+        ra, dec = apply_proper_motion(ra, dec, stars["PMRA"].astype(np.float64),
+                                      stars["PMDEC"].astype(np.float64), ref, mjd)
     x, y = wcs.all_world2pix(ra, dec, 0)
-    inside = (x > -0.5) & (x < camera.nx - 0.5) & (y > -0.5) & (y < camera.ny - 0.5)
-    order = np.argsort(stars["PHOT_G_MEAN_MAG"][inside], kind="stable")[:max_n_stars]
-    idx = np.flatnonzero(inside)[order]
-    out_dtype = stars.dtype.descr + [("ra_used", "f8"), ("dec_used", "f8"),
-                                     ("x_gaia_guess", "f8"), ("y_gaia_guess", "f8")]
-    out = np.zeros(len(idx), dtype=out_dtype)
+    idx = np.flatnonzero((x > 0) & (y > 0) & (x < camera.nx - 1) & (y < camera.ny - 1))
+    if len(idx) > max_n_stars:
+        idx = idx[np.argsort(stars["PHOT_G_MEAN_MAG"][idx], kind="stable")[:max_n_stars]]
+    out = np.zeros(len(idx), dtype=stars.dtype.descr + [("x_gaia_guess", "f8"), ("y_gaia_guess", "f8")])
     for name in stars.dtype.names:
         out[name] = stars[name][idx]
-    out["ra_used"], out["dec_used"] = ra[idx], dec[idx]
+    out["RA"], out["DEC"] = ra[idx], dec[idx]
     out["x_gaia_guess"], out["y_gaia_guess"] = x[idx], y[idx]
     return out

@@ -91,13 +91,13 @@ def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_
     record["mjd_obs"] = s["mjd_obs"]
     record["n_stars_for_zp"] = whole["n_sources_for_zp"]
     for q in range(1, 5):
-        record[f"sky_adu_per_s_q{q}"] = s[f"median_adu_per_s_quad{q}"]
+        record[f"sky_adu_per_s_q{q}"] = s[f"median_adu_quad{q}_per_s"]
     for q in range(1, 5):
         record[f"zp_adu_per_s_q{q}"] = zp_row(q, False)["zp_adu_per_s"]
     for q in range(1, 5):
         record[f"n_stars_for_zp_q{q}"] = zp_row(q, False)["n_sources_for_zp"]
     sci = zp_row(0, True)
-    record[f"sky_adu_per_s_{inst}"] = s["median_adu_per_s_sci"]
+    record[f"sky_adu_per_s_{inst}"] = s["median_adu_sci_per_s"]
     record[f"zp_adu_per_s_{inst}"] = sci["zp_adu_per_s"]
     record[f"n_stars_for_zp_{inst}"] = sci["n_sources_for_zp"]
     record["flag"] = int(bool(s["has_dome"]))

@@ -1,0 +1,64 @@
+"""Detrending: bias, dark x exposure time, flat field, static bad-pixel interpolation; dome flag."""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["DeviceCalibrations", "prepare_calibrations", "detrend", "dome_flag"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceCalibrations:
+    """Calibrations resident on the backend's device, ready for every frame.
+
+    bias (ADU), dark (ADU/s) and flat (median 1) are float32 (ny, nx) device arrays; `gather`
+    is the precomputed bad-pixel interpolation; `fallback` says the bias/dark are the camera's
+    per-quadrant scalars; `source` is the calibration directory.
+    """
+
+    bias: object
+    dark: object
+    flat: object
+    gather: object
+    n_bad_pixels: int
+    fallback: bool
+    source: str
+
+
+def prepare_calibrations(calibrations, backend):
+    """Move `rawio.Calibrations` to the backend's device and precompute the bad-pixel gather."""
+    gather = backend.kernels.bad_pixel_gather(np.asarray(calibrations.mask))
+    return DeviceCalibrations(
+        bias=backend.asarray(calibrations.bias),
+        dark=backend.asarray(calibrations.dark),
+        flat=backend.asarray(calibrations.flat),
+        gather=backend.gather_to_device(gather),
+        n_bad_pixels=int(np.count_nonzero(calibrations.mask)),
+        fallback=calibrations.fallback,
+        source=calibrations.source,
+    )
+
+
+def detrend(raw, calibrations, exptime_s, backend, *, flatfield=True):
+    """Detrended float32 image (ADU) on the backend's device.
+
+    (raw - bias - dark * exptime_s) / flat, then every static bad pixel replaced by the mean of
+    its row-wise and column-wise linear interpolations over good pixels (constant past the last
+    good pixel). `raw` is the uint16 frame (host or device).
+    """
+    raw = backend.asarray(raw)
+    out = backend.xp.empty(raw.shape, dtype=np.float32)
+    flat = calibrations.flat if flatfield else None
+    backend.kernels.detrend(raw, calibrations.bias, calibrations.dark, flat, float(exptime_s), out)
+    backend.kernels.apply_bad_pixel_gather(out, calibrations.gather)
+    return out
+
+
+def dome_flag(image, exptime_s, camera, backend):
+    """True when at least `camera.dome_fraction` of pixels are below
+    `camera.dome_threshold_adu_per_s` (detrended ADU/s): the dome vignettes the frame."""
+    n_low = int(backend.xp.count_nonzero(image < np.float32(camera.dome_threshold_adu_per_s * exptime_s)))
+    return n_low >= camera.dome_fraction * image.size

@@ -1,0 +1,44 @@
+"""Writing the FITS outputs (detrended image, summary tables) with the raw header carried along."""
+
+import numpy as np
+
+__all__ = ["header_records", "write_detrended", "write_summary"]
+
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO", "BSCALE",
+               "PCOUNT", "GCOUNT", "XTENSION", "TFIELDS", "EXTNAME", "CHECKSUM", "DATASUM", ""}
+
+
+def header_records(header, extra=()):
+    """fitsio header records: the raw header's cards (structural ones dropped) then `extra`,
+    a sequence of (name, value, comment)."""
+    records = []
+    for card in header.cards:
+        key = card.keyword
+        if key in _STRUCTURAL or key.startswith(("TTYPE", "TFORM", "TZERO", "TSCAL", "TDIM", "TUNIT")):
+            continue
+        if key in ("COMMENT", "HISTORY"):
+            records.append({"name": key, "value": str(card.value)})
+            continue
+        records.append({"name": key, "value": card.value, "comment": card.comment})
+    for name, value, comment in extra:
+        records.append({"name": name, "value": value, "comment": comment})
+    return records
+
+
+def write_detrended(path, image, records):
+    """Write the float32 detrended image with the given header records."""
+    import fitsio
+
+    with fitsio.FITS(path, "rw", clobber=True) as f:
+        f.write(np.ascontiguousarray(image, dtype=np.float32), header=records)
+
+
+def write_summary(path, records, catalog, zeropoints, sky):
+    """Write the summary file: header-only primary HDU, then CATALOG, ZEROPOINTS, SKY, each
+    carrying the same header records."""
+    import fitsio
+
+    with fitsio.FITS(path, "rw", clobber=True) as f:
+        f.write(None, header=records)
+        for name, table in (("CATALOG", catalog), ("ZEROPOINTS", zeropoints), ("SKY", sky)):
+            f.write(table, extname=name, header=records)

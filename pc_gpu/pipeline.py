@@ -1,0 +1,312 @@
+"""The per-frame reduction: the stages of DESIGN.md section 1 in order, with warm caches.
+
+`Reducer.reduce(path)` computes everything in memory; `write_outputs` writes the files
+atomically (all or none); `send` delivers telemetry. `process_frame` does all three.
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import __version__
+from .camera import EL_NINO
+from .catalog import catalog_table
+from .centroid import max_centroid_shift, recentroid, wrong_source_flags
+from .detrend import detrend, dome_flag, prepare_calibrations
+from .errors import InputError, TelescopeMotion
+from .gaia import field_healpix, read_gaia_chunks, star_list
+from .obstime import local_datetime, mjd_obs, observing_night, telemetry_timestamp
+from .outputs import check_outputs_free, output_paths, publish
+from .photometry import aperture_photometry
+from .rawio import read_calibrations, read_raw, read_wcs, wcs_path_for
+from .sky import inter_quadrant_rms, sky_regions, sky_statistics
+from .tables import FrameInfo, sky_table, zeropoints_table
+from .zeropoints import zeropoint_rows, zeropoint_stars
+
+__all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "process_frame"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to reduce frames (the command line's flags, same names as the original's).
+
+    outdir : output directory (None: nothing written); write_detrended, checkplot,
+    plot_detrended, plot_quiver : which files; nightly_subdir : outputs in OUTDIR/YYYYMMDD;
+    send_redis : telemetry; one_aper : only the 2.5 pix aperture; bg_sigclip : clipped annulus
+    median; threads : CPU threads (None: all); max_n_stars : brightest N Gaia stars;
+    pm_corr : proper motions to the exposure epoch; flatfield : divide by the flat;
+    sci_inst_name : telemetry suffix; sci_fov_checkplot : checkplot of science-field stars;
+    check_tcs_motion : skip frames with ZPFLAG set; max_zp_radius : pixels, stars farther out
+    are not used for zeropoints; overwrite : replace existing outputs; device : auto|cpu|gpu;
+    calib_fallback : scalar per-quadrant bias/dark when the masters are missing.
+    """
+
+    outdir: str | None = None
+    write_detrended: bool = True
+    checkplot: bool = True
+    nightly_subdir: bool = False
+    send_redis: bool = False
+    one_aper: bool = False
+    bg_sigclip: bool = False
+    threads: int | None = None
+    max_n_stars: int = 3000
+    pm_corr: bool = False
+    flatfield: bool = True
+    sci_inst_name: str = "desi"
+    sci_fov_checkplot: bool = False
+    check_tcs_motion: bool = False
+    plot_detrended: bool = False
+    plot_quiver: bool = False
+    max_zp_radius: float | None = None
+    overwrite: bool = False
+    device: str = "auto"
+    calib_fallback: bool = False
+
+    def __post_init__(self):
+        if self.max_n_stars < 1:
+            raise InputError(None, f"--max_n_stars must be at least 1, not {self.max_n_stars}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(None, f"--multiproc must be at least 1, not {self.threads}")
+        if self.max_zp_radius is not None and self.max_zp_radius <= 0:
+            raise InputError(None, f"--max_zp_radius must be positive, not {self.max_zp_radius}")
+        if self.device not in ("auto", "cpu", "gpu"):
+            raise InputError(None, f"--device must be auto, cpu or gpu, not {self.device!r}")
+
+
+@dataclass
+class FrameResult:
+    """Everything one frame's reduction produced, in memory (host arrays)."""
+
+    raw_path: str
+    header_extra: list
+    header: object
+    detrended: np.ndarray
+    catalog: np.ndarray
+    zeropoints: np.ndarray
+    sky: np.ndarray
+    obs_night: str
+    timestamp: str
+    exptime_s: float
+    wcs_ctype: tuple
+    timings: dict = field(default_factory=dict)
+
+
+class Reducer:
+    """Reduces frames one after another, keeping calibrations, sky regions, Gaia stars and
+    compiled kernels warm between them.
+
+    Parameters
+    ----------
+    options : RunOptions
+    camera : Camera
+    meta_dir, gaia_dir : str, optional
+        Calibration and Gaia chunk directories (default $POINTING_CAMERA_META, $PC_GAIA_DIR).
+    backend : Backend, optional
+        Default: `backend.get_backend(options.device, threads=options.threads)`.
+    """
+
+    def __init__(self, options, *, camera=EL_NINO, meta_dir=None, gaia_dir=None, backend=None):
+        from .backend import get_backend
+
+        self.options = options
+        self.camera = camera
+        self.meta_dir = meta_dir if meta_dir is not None else os.environ.get("POINTING_CAMERA_META")
+        self.gaia_dir = gaia_dir if gaia_dir is not None else os.environ.get("PC_GAIA_DIR")
+        self.backend = backend if backend is not None else get_backend(options.device, threads=options.threads)
+        self.radii = ((camera.aperture_radii_pix[camera.standard_aperture_index],) if options.one_aper
+                      else tuple(camera.aperture_radii_pix))
+        self.standard_aperture = 0 if options.one_aper else camera.standard_aperture_index
+        self._calibrations = None
+        self._regions = None
+
+    @property
+    def calibrations(self):
+        """Device calibrations, read once."""
+        if self._calibrations is None:
+            calib = read_calibrations(self.meta_dir, self.camera, allow_fallback=self.options.calib_fallback)
+            self._calibrations = prepare_calibrations(calib, self.backend)
+            self._regions = sky_regions(self.camera, self.backend)
+            log.info("calibrations from %s (%d static bad pixels)%s", calib.source,
+                     self._calibrations.n_bad_pixels,
+                     "; bias/dark are per-quadrant scalars" if calib.fallback else "")
+        return self._calibrations
+
+    def output_dir(self, obs_night):
+        """Where a frame's outputs go (None when nothing is written)."""
+        if self.options.outdir is None:
+            return None
+        if self.options.nightly_subdir:
+            return os.path.join(self.options.outdir, obs_night)
+        return self.options.outdir
+
+    def planned_outputs(self, raw_path, obs_night):
+        """{kind: final path} of the files this frame will produce under the options."""
+        outdir = self.output_dir(obs_night)
+        if outdir is None:
+            return {}
+        paths = output_paths(raw_path, outdir)
+        o = self.options
+        wanted = {"summary": True, "detrended": o.write_detrended, "zp_plot": o.checkplot,
+                  "detrended_plot": o.plot_detrended, "quiver_plot": o.plot_quiver}
+        return {k: p for k, p in paths.items() if wanted[k]}
+
+    def reduce(self, raw_path):
+        """Reduce one raw frame in memory; raise InputError, TelescopeMotion on bad input."""
+        o, cam, be = self.options, self.camera, self.backend
+        t = {"start": time.perf_counter()}
+        raw_path = os.fspath(raw_path)
+        frame = read_raw(raw_path, cam)
+        local = local_datetime(frame.header, raw_path)
+        obs_night = observing_night(local)
+        if o.check_tcs_motion and _truthy(frame.header.get("ZPFLAG")):
+            raise TelescopeMotion(f"{raw_path}: ZPFLAG set, the telescope moved during the exposure; skipped")
+        check_outputs_free(self.planned_outputs(raw_path, obs_night).values(), overwrite=o.overwrite)
+        wcs = read_wcs(wcs_path_for(raw_path))
+        calib = self.calibrations
+        t["read"] = time.perf_counter()
+
+        image = detrend(frame.image, calib, frame.exptime_s, be, flatfield=o.flatfield)
+        has_dome = dome_flag(image, frame.exptime_s, cam, be)
+        t["detrend"] = time.perf_counter()
+
+        stats = sky_statistics(image, self._regions, be)
+        quad_rms = inter_quadrant_rms([stats[f"quad{q}"][0] for q in range(1, 5)])
+        t["sky"] = time.perf_counter()
+
+        mjd = mjd_obs(frame.header, local, cam.timezone_offset_hours)
+        gaia = read_gaia_chunks(self.gaia_dir, field_healpix(wcs, cam))
+        stars = star_list(gaia, wcs, cam, frame.exptime_s, max_n_stars=o.max_n_stars,
+                          pm_corr=o.pm_corr, mjd=mjd)
+        if len(stars) == 0:
+            log.warning("%s: no Gaia star brighter than the magnitude limit lies in the field", raw_path)
+        t["gaia"] = time.perf_counter()
+
+        xg, yg = stars["x_gaia_guess"], stars["y_gaia_guess"]
+        if len(stars):
+            xc, yc, qmax = recentroid(image, xg, yg, cam, be)
+        else:
+            xc, yc, qmax = xg.copy(), yg.copy(), np.zeros(0, np.int64)
+        centroids = {"xcentroid": xc, "ycentroid": yc, "cmaxshift": max_centroid_shift(xg, yg, cam),
+                     "qmaxshift": qmax, "wrong_source_centroid": wrong_source_flags(xg, yg, xc, yc)}
+        t["centroid"] = time.perf_counter()
+        if len(stars):
+            phot = aperture_photometry(image, xc, yc, cam, be, radii=self.radii, bg_sigclip=o.bg_sigclip)
+        else:
+            empty = np.zeros((0, len(self.radii)))
+            phot = {"aperture_sum": empty, "bkg_median": np.zeros(0), "aper_bkg": empty, "flux_adu": empty}
+        t["photometry"] = time.perf_counter()
+
+        catalog = catalog_table(stars, centroids, phot, frame.image, cam, exptime_s=frame.exptime_s,
+                                has_dome=has_dome, max_zp_radius=o.max_zp_radius)
+        info = FrameInfo(fname_raw=raw_path, exptime_s=frame.exptime_s, mjd_obs=mjd,
+                         obs_night=obs_night, has_dome=has_dome, header=frame.header)
+        zps = zeropoints_table(zeropoint_rows(catalog, cam, n_apertures=len(self.radii)), info,
+                               max_zp_radius=o.max_zp_radius)
+        sky = sky_table(stats, quad_rms, info)
+        t["zeropoints"] = time.perf_counter()
+
+        header_extra = [
+            ("DOMEFLAG", bool(has_dome), "potential dome vignetting"),
+            ("PCGPUVER", __version__, "pc_gpu version"),
+            ("PCDEVICE", be.name, "backend that reduced this frame"),
+            ("FLATFLD", bool(o.flatfield), "flat field applied"),
+            ("BPINTERP", "row+column mean", "static bad-pixel interpolation"),
+            ("CALFALLB", bool(calib.fallback), "bias/dark from per-quadrant scalars"),
+            ("OBSNIGHT", obs_night, "observing night (local date at noon)"),
+        ]
+        detrended = be.to_host(image) if o.write_detrended or o.plot_detrended else None
+        timings = _stage_timings(t)
+        result = FrameResult(raw_path=raw_path, header_extra=header_extra, header=frame.header,
+                             detrended=detrended, catalog=catalog, zeropoints=zps, sky=sky,
+                             obs_night=obs_night, timestamp=telemetry_timestamp(local),
+                             exptime_s=frame.exptime_s, wcs_ctype=tuple(wcs.wcs.ctype), timings=timings)
+        row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == self.standard_aperture) & (zps["science_fov_only"] == 0)][0]
+        log.info("%s: zp %.3f mag (%d stars), sky %.3f ADU/s/pix, dome %s, %.0f ms on %s",
+                 os.path.basename(raw_path), row["zp_adu_per_s"], row["n_sources_for_zp"],
+                 sky[0]["median_adu_per_s"], "yes" if has_dome else "no",
+                 1e3 * (t["zeropoints"] - t["start"]), be.name)
+        log.debug("stage timings (ms): %s", timings)
+        return result
+
+
+def _truthy(value):
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "f", "false", "no")
+    return bool(value)
+
+
+def _stage_timings(t):
+    keys = list(t)
+    return {k: round(1e3 * (t[k] - t[p]), 2) for p, k in zip(keys, keys[1:])}
+
+
+def write_outputs(result, reducer):
+    """Write the frame's files atomically (all or none); return {kind: path}."""
+    from . import fitsout, plots
+
+    o, cam = reducer.options, reducer.camera
+    paths = reducer.planned_outputs(result.raw_path, result.obs_night)
+    if not paths:
+        return {}
+    records = fitsout.header_records(result.header, result.header_extra)
+    base = os.path.basename(result.raw_path).removesuffix(".fits")
+    writers = {paths["summary"]: lambda p: fitsout.write_summary(p, records, result.catalog,
+                                                                 result.zeropoints, result.sky)}
+    if "detrended" in paths:
+        writers[paths["detrended"]] = lambda p: fitsout.write_detrended(p, result.detrended, records)
+    if "zp_plot" in paths:
+        cat = result.catalog
+        sel = zeropoint_stars(cat, cam)
+        if o.sci_fov_checkplot:
+            sel &= cat["in_science_fov"] != 0
+        zps = result.zeropoints
+        row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == reducer.standard_aperture)
+                  & (zps["science_fov_only"] == int(o.sci_fov_checkplot))][0]
+        title = f"{base}; aper {reducer.standard_aperture}; {'sci FOV' if o.sci_fov_checkplot else 'full FOV'}"
+        writers[paths["zp_plot"]] = lambda p: plots.zeropoint_plot(
+            p, cat["G_PRIME"][sel], cat["m_inst"][sel, reducer.standard_aperture], row["zp_adu_per_s"],
+            title=title, n_used=int(row["n_sources_for_zp"]),
+            aperture_radius_pix=reducer.radii[reducer.standard_aperture])
+    if "detrended_plot" in paths:
+        writers[paths["detrended_plot"]] = lambda p: plots.detrended_plot(p, result.detrended, title=base)
+    if "quiver_plot" in paths:
+        cat = result.catalog
+        sel = ((cat["centroid_pixel_saturated"] == 0) & (cat["centroid_raw_pixel_val"] < cam.zp_saturation_adu)
+               & ~cat["centroid_shift_flag"] & (cat["wrong_source_centroid"] == 0))
+        writers[paths["quiver_plot"]] = lambda p: plots.quiver_plot(
+            p, cat["xcentroid"][sel], cat["ycentroid"][sel], cat["x_shift"][sel], cat["y_shift"][sel],
+            nx=cam.nx, ny=cam.ny, title=f"{base}; {list(result.wcs_ctype)}")
+    publish(writers, overwrite=o.overwrite)
+    for p in paths.values():
+        log.info("wrote %s", p)
+    return paths
+
+
+def process_frame(raw_path, reducer, *, redis_settings=None):
+    """Reduce one frame, write its outputs, send telemetry when asked.
+
+    Returns (result, paths, telemetry_ok). Telemetry failures are logged, never raised: the
+    files are already written by then.
+    """
+    from .telemetry import TelemetryError, send_telemetry, telemetry_record
+
+    result = reducer.reduce(raw_path)
+    paths = write_outputs(result, reducer)
+    telemetry_ok = True
+    if reducer.options.send_redis:
+        record = telemetry_record(result.zeropoints, result.sky, result.timestamp,
+                                  standard_aperture=reducer.standard_aperture,
+                                  sci_inst_name=reducer.options.sci_inst_name)
+        try:
+            send_telemetry(record, redis_settings)
+        except TelemetryError as exc:
+            log.error("%s", exc)
+            telemetry_ok = False
+    return result, paths, telemetry_ok

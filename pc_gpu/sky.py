@@ -1,0 +1,42 @@
+"""Sky statistics of the detrended image: full frame, science field, four quadrants."""
+
+import numpy as np
+
+__all__ = ["sky_regions", "sky_statistics", "inter_quadrant_rms", "REGION_NAMES"]
+
+REGION_NAMES = ("full", "sci", "quad1", "quad2", "quad3", "quad4")
+
+
+def sky_regions(camera, backend):
+    """Region specifications for the kernels: None (whole image), a flat index array (the
+    science-field circle, radius <= camera.sci_fov_radius_pix about the image centre,
+    inclusive) on the device, or (row0, row1, col0, col1) for each quadrant 1..4."""
+    xc, yc = camera.centre
+    y, x = np.ogrid[: camera.ny, : camera.nx]
+    inside = (x - xc) ** 2 + (y - yc) ** 2 <= camera.sci_fov_radius_pix ** 2
+    regions = {"full": None, "sci": backend.asarray(np.flatnonzero(inside.ravel()))}
+    for q, (rows, cols) in enumerate(camera.quadrant_slices(), start=1):
+        r0, r1, _ = rows.indices(camera.ny)
+        c0, c1, _ = cols.indices(camera.nx)
+        regions[f"quad{q}"] = (r0, r1, c0, c1)
+    return regions
+
+
+def sky_statistics(image, regions, backend):
+    """{region: (median, sigma, clipped_mean)} in ADU, from exact order statistics.
+
+    median = v[round(0.5 n)], sigma = (v[round(0.84 n)] - v[round(0.16 n)]) / 2 over the sorted
+    values v, clipped mean = mean of values within median +- 5 sigma.
+    """
+    out = {}
+    for name in REGION_NAMES:
+        median, sigma, mean, _ = backend.kernels.sky_order_statistics(image, regions[name])
+        out[name] = (float(median), float(sigma), float(mean))
+    return out
+
+
+def inter_quadrant_rms(quadrant_medians):
+    """RMS (float32, ADU) of the four quadrant medians about their median."""
+    q = np.asarray(quadrant_medians, dtype=np.float32)
+    d = q - np.float32(np.median(q))
+    return np.float32(np.sqrt(np.mean(d * d)))
