@@ -1,0 +1,862 @@
+"""Camera simulator: render a raw pointing-camera frame of the real sky from a Gaia chunk tree.
+
+Signal model, per pixel (ADU)::
+
+    raw = bias + dark * t + flat * dome * (sky + stars + streaks) * t  (+ shot and read noise)
+
+clipped to [0, 16383] and rounded to uint16. Stars have flux 10**(-0.4 (G' - zp)) ADU/s with
+G' = G + 0.25 (BP - RP) (BP - RP taken as 0 where a star has none) and zp the clear-sky
+zeropoint minus the cloud extinction at the star. The PSF is a double Gaussian (0.9 core of the
+given FWHM, 0.1 wing of twice its width), integrated exactly over pixels, broadening toward the
+corners. Positions are where ``astropy.wcs`` puts the catalogue RA/Dec (epoch 2016.0, or moved
+to the observation epoch with ``proper_motion=True``).
+
+`simulate_frame` returns arrays and tables (`SimFrame`); `write_frame` and `write_calibrations`
+write the raw FITS (as the camera writes it), the astrometry.net-style ``.wcs`` file, the truth
+table and the four META calibration products. Everything is deterministic from the seed.
+"""
+
+import argparse
+import datetime as dt
+import gzip
+import io
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import __version__
+from ..camera import EL_NINO
+from ..errors import InputError, OutputExistsError, PCError
+from .chunks import _healpix, _angular_distance, read_chunk_tree
+
+__all__ = [
+    "SimCalibrations", "SimFrame", "FramePaths", "CALIB_FILES", "make_calibrations", "make_wcs",
+    "raw_filename", "aperture_fractions", "simulate_frame", "write_frame", "write_calibrations",
+    "main",
+]
+
+log = logging.getLogger(__name__)
+
+CALIB_FILES = {
+    "mask": "pc_badpix_mask.fits.gz",
+    "bias": "pc_master_bias.fits.gz",
+    "dark": "pc_master_dark.fits.gz",
+    "flat": "pc_master_flat.fits.gz",
+}
+
+_WING_WEIGHT = 0.1      # fraction of a star's flux in the wide PSF component
+_WING_SCALE = 2.0       # wide component sigma / core sigma
+_STAMP_HW = 7           # stamp half-width, pixels (15 x 15)
+_BRIGHT_HW = 20         # stamp half-width for stars brighter than _BRIGHT_ADU in total
+_BRIGHT_ADU = 5.0e4
+_APER_HW = 6            # half-width of the box holding every aperture (r <= 5 pix)
+_DOME_TRANSMISSION = 0.02
+_MJD0 = dt.datetime(1858, 11, 17)
+
+
+# --------------------------------------------------------------------------- calibrations
+
+@dataclass(frozen=True)
+class SimCalibrations:
+    """The calibration truth a frame is made with (all (ny, nx)).
+
+    Attributes
+    ----------
+    bias : numpy.ndarray
+        Noiseless bias structure, ADU (float32).
+    dark : numpy.ndarray
+        Dark current including hot pixels, ADU/s (float32).
+    flat : numpy.ndarray
+        Flat field with vignetting, median 1 (float32).
+    mask : numpy.ndarray
+        Static bad pixels, nonzero = bad (uint8; 1 dead/hot pixel, 2 bad column).
+    seed : int
+        Seed they were made from.
+    """
+
+    bias: np.ndarray
+    dark: np.ndarray
+    flat: np.ndarray
+    mask: np.ndarray
+    seed: int
+
+
+def _quadrant_map(camera, values, dtype=np.float32):
+    image = np.empty(camera.shape, dtype=dtype)
+    for value, (rows, cols) in zip(values, camera.quadrant_slices()):
+        image[rows, cols] = value
+    return image
+
+
+def make_calibrations(camera=EL_NINO, *, seed=0, bad_pixels=True):
+    """Deterministic calibration truth: bias, dark (ADU/s), flat (median 1) and bad-pixel mask.
+
+    The bias is each quadrant's median (`camera.bias_adu`) plus a row pattern (~1.5 ADU), a
+    column pattern (~0.5 ADU) and a faint ramp; the dark is each quadrant's rate with 5%
+    structure plus 0.02% hot pixels (0.5 to 20 ADU/s); the flat is a radial vignetting
+    (~20% at the corners) times 0.5% pixel response, normalised to median 1. With
+    `bad_pixels`, 0.01% of pixels and a few partial columns are marked bad in the mask.
+    Values are quantised (bias 1/64 ADU, dark 2**-14 ADU/s, flat 2**-14) so the gzip files
+    are small; the quantised values are the truth.
+    """
+    rng = np.random.default_rng([int(seed), 7])
+    ny, nx = camera.shape
+    bias = _quadrant_map(camera, camera.bias_adu)
+    rows = np.cumsum(rng.normal(0, 0.08, ny)) + 1.0 * np.sin(np.arange(ny) / 37.0)
+    rows -= rows.mean()
+    cols = rng.normal(0, 0.5, nx) + 0.6 * np.cos(np.arange(nx) / 211.0)
+    bias += (rows[:, None] + cols[None, :] + np.linspace(-0.5, 0.5, nx)[None, :]).astype(np.float32)
+    bias = np.round(bias * 64) / 64
+
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)
+    xc, yc = camera.centre
+    r2 = ((xx - xc) ** 2 + (yy - yc) ** 2) / (xc ** 2 + yc ** 2)
+    dark = _quadrant_map(camera, camera.dark_quad_adu_per_s)
+    dark *= 1 + 0.05 * (xx / nx - 0.5) + 0.03 * r2
+    n_hot = int(2e-4 * nx * ny)
+    hot = rng.choice(nx * ny, n_hot, replace=False)
+    dark.flat[hot] += rng.uniform(0.5, 20.0, n_hot).astype(np.float32)
+    dark = np.round(dark * 2 ** 14) / 2 ** 14
+
+    flat = (1.0 - 0.2 * r2 ** 1.5) * (1 + rng.normal(0, 0.005, (ny, nx)).astype(np.float32))
+    flat = flat / np.median(flat)
+    flat = (np.round(flat * 2 ** 14) / 2 ** 14).astype(np.float32)
+
+    mask = np.zeros((ny, nx), dtype=np.uint8)
+    if bad_pixels:
+        n_bad = max(int(1e-4 * nx * ny), 1)
+        mask.flat[rng.choice(nx * ny, n_bad, replace=False)] = 1
+        for _ in range(3):
+            x = int(rng.integers(10, nx - 10))
+            y0 = int(rng.integers(0, ny // 2))
+            mask[y0:y0 + int(rng.integers(ny // 4, ny // 2)), x] = 2
+    return SimCalibrations(bias.astype(np.float32), dark.astype(np.float32), flat, mask, int(seed))
+
+
+# --------------------------------------------------------------------------- geometry
+
+def make_wcs(ra, dec, rotation_deg=0.0, camera=EL_NINO, *, sip=False):
+    """A TAN (or TAN-SIP) WCS centred on (`ra`, `dec`) at the image centre.
+
+    North is up and east left at rotation 0; `rotation_deg` turns the sky counter-clockwise
+    on the image. With `sip`, a mild second/third-order distortion (~1 pixel at the corners).
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The header (as an astrometry.net ``.wcs`` file holds it); build a WCS with
+        ``astropy.wcs.WCS(header)``.
+    """
+    from astropy.io import fits
+
+    if not (np.isfinite(ra) and np.isfinite(dec) and -90 <= dec <= 90):
+        raise InputError(None, f"pointing RA {ra}, Dec {dec} is not a valid sky position (deg)")
+    scale = camera.pixel_scale_arcsec / 3600.0
+    theta = np.radians(rotation_deg)
+    cd = scale * np.array([[-np.cos(theta), np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    suffix = "-SIP" if sip else ""
+    h = fits.Header()
+    h["WCSAXES"] = 2
+    h["CTYPE1"] = ("RA---TAN" + suffix, "TAN (gnomonic) projection" + (" + SIP" if sip else ""))
+    h["CTYPE2"] = ("DEC--TAN" + suffix, "TAN (gnomonic) projection" + (" + SIP" if sip else ""))
+    h["EQUINOX"] = (2000.0, "Equatorial coordinates definition (yr)")
+    h["LONPOLE"] = 180.0
+    h["LATPOLE"] = 0.0
+    h["CRVAL1"] = (float(ra % 360.0), "RA  of reference point")
+    h["CRVAL2"] = (float(dec), "DEC of reference point")
+    h["CRPIX1"] = (camera.centre[0] + 1.0, "X reference pixel (1-indexed)")
+    h["CRPIX2"] = (camera.centre[1] + 1.0, "Y reference pixel (1-indexed)")
+    h["CUNIT1"] = ("deg", "X pixel scale units")
+    h["CUNIT2"] = ("deg", "Y pixel scale units")
+    h["CD1_1"] = (float(cd[0, 0]), "Transformation matrix")
+    h["CD1_2"] = (float(cd[0, 1]), "no comment")
+    h["CD2_1"] = (float(cd[1, 0]), "no comment")
+    h["CD2_2"] = (float(cd[1, 1]), "no comment")
+    h["IMAGEW"] = (camera.nx, "Image width,  in pixels.")
+    h["IMAGEH"] = (camera.ny, "Image height, in pixels.")
+    if sip:
+        half = np.hypot(*camera.centre)
+        k = 0.8 / half ** 2  # ~0.8 pix of quadratic distortion at the corners
+        coeffs = {"A": {(2, 0): 0.6 * k, (1, 1): -0.3 * k, (0, 2): 0.2 * k, (3, 0): 0.3 * k / half,
+                        (1, 2): 0.2 * k / half},
+                  "B": {(2, 0): -0.2 * k, (1, 1): 0.4 * k, (0, 2): 0.5 * k, (2, 1): 0.2 * k / half,
+                        (0, 3): 0.3 * k / half}}
+        for axis, terms in coeffs.items():
+            h[f"{axis}_ORDER"] = (3, "Polynomial order, axis " + ("1" if axis == "A" else "2"))
+            for p in range(4):
+                for q in range(4 - p):
+                    if p + q >= 2:
+                        h[f"{axis}_{p}_{q}"] = float(terms.get((p, q), 0.0))
+    h.add_comment("Simulated astrometric solution (pc_gpu.sim), astrometry.net .wcs layout")
+    return h
+
+
+def _wcs_from_header(header):
+    import warnings
+
+    from astropy.wcs import WCS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return WCS(header)
+
+
+# --------------------------------------------------------------------------- PSF and apertures
+
+def _erf(x):
+    from scipy.special import erf
+
+    return erf(x)
+
+
+def _pixel_profile(centre, sigma, start, n):
+    """Fraction of a unit 1-D Gaussian in pixels start..start+n-1 (edges at +-0.5): (nstar, n)."""
+    edges = start[:, None] + np.arange(n + 1)[None, :] - 0.5 - centre[:, None]
+    cdf = 0.5 * _erf(edges / (np.sqrt(2.0) * sigma[:, None]))
+    return np.diff(cdf, axis=1)
+
+
+def _psf_box(x, y, sigma, hw):
+    """Pixel-integrated PSF (fractions of total flux) in a (2hw+1)^2 box around each star.
+
+    Returns the boxes (nstar, 2hw+1, 2hw+1) and their lower-left pixel (ix0, iy0).
+    """
+    ix0 = np.rint(x).astype(np.int64) - hw
+    iy0 = np.rint(y).astype(np.int64) - hw
+    n = 2 * hw + 1
+    box = np.zeros((x.size, n, n))
+    for weight, scale in ((1.0 - _WING_WEIGHT, 1.0), (_WING_WEIGHT, _WING_SCALE)):
+        px = _pixel_profile(x, sigma * scale, ix0, n)
+        py = _pixel_profile(y, sigma * scale, iy0, n)
+        box += weight * py[:, :, None] * px[:, None, :]
+    return box, ix0, iy0
+
+
+def _circle_lower_left_area(u, v, r):
+    """Area of the disc of radius r at the origin with X <= u and Y <= v (exact)."""
+    def prim(a):  # integral of sqrt(r^2 - t^2) from 0 to a, |a| <= r
+        return 0.5 * (a * np.sqrt(np.maximum(r * r - a * a, 0.0)) + r * r * np.arcsin(a / r))
+
+    uc = np.clip(u, -r, r)
+    vc = np.clip(v, -r, r)
+    w = np.sqrt(np.maximum(r * r - vc * vc, 0.0))
+    base = prim(uc) - prim(-r)
+    outer = (prim(np.minimum(uc, -w)) - prim(-r)) + (prim(np.maximum(uc, w)) - prim(w))
+    inner = vc * (np.clip(uc, -w, w) + w)
+    return base + np.sign(vc) * outer + inner
+
+
+def aperture_fractions(x, y, sigma, radii):
+    """Fraction of each star's flux inside circular apertures, as an exact-overlap sum would see it.
+
+    The pixel-integrated PSF in each pixel is weighted by the exact area of the pixel inside the
+    circle (closed-form circle/rectangle overlap), independent of any pipeline code.
+
+    Parameters
+    ----------
+    x, y : array_like
+        Star positions, pixels (0-indexed, pixel centres at integers).
+    sigma : array_like
+        Core Gaussian sigma of each star, pixels.
+    radii : sequence of float
+        Aperture radii, pixels (at most `_APER_HW` - 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        (nstar, nradii) fractions.
+    """
+    x, y, sigma = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (x, y, sigma))
+    box, ix0, iy0 = _psf_box(x, y, sigma, _APER_HW)
+    n = 2 * _APER_HW + 1
+    ue = (ix0[:, None] + np.arange(n + 1)[None, :] - 0.5 - x[:, None])[:, None, :]
+    ve = (iy0[:, None] + np.arange(n + 1)[None, :] - 0.5 - y[:, None])[:, :, None]
+    out = np.empty((x.size, len(radii)))
+    for k, r in enumerate(radii):
+        g = _circle_lower_left_area(ue, ve, float(r))
+        area = g[:, 1:, 1:] - g[:, :-1, 1:] - g[:, 1:, :-1] + g[:, :-1, :-1]
+        out[:, k] = np.einsum("sij,sij->s", area, box)
+    return out
+
+
+# --------------------------------------------------------------------------- the frame
+
+@dataclass
+class SimFrame:
+    """A simulated frame and everything needed to write it and to check a reduction.
+
+    Attributes
+    ----------
+    raw : numpy.ndarray
+        (ny, nx) uint16 raw image.
+    header : astropy.io.fits.Header
+        Raw primary header (DATE, TIME, EXPOSURE, MJD-OBS, RADEG, ...).
+    wcs_header : astropy.io.fits.Header
+        The ``.wcs`` file header.
+    truth : numpy.ndarray
+        One row per rendered star (see `write_frame` for columns).
+    truth_header : list of dict
+        Frame-level truth (fitsio header records).
+    streaks : numpy.ndarray
+        One row per streak: X0, Y0, X1, Y1 (pixels, may lie outside the frame), SIGMA_PIX,
+        FLUX_ADU_PER_S_PER_PIX (along its length).
+    calibrations : SimCalibrations
+        The calibration truth used.
+    filename : str
+        Camera-style file name, e.g. ``20210611.221106.00001_20000.fits``.
+    signal : numpy.ndarray or None
+        Noiseless detrended signal (ADU/s), kept only with ``keep_signal=True``.
+    """
+
+    raw: np.ndarray
+    header: object
+    wcs_header: object
+    truth: np.ndarray
+    truth_header: list
+    streaks: np.ndarray
+    calibrations: SimCalibrations
+    filename: str
+    signal: np.ndarray = field(default=None, repr=False)
+
+    @property
+    def wcs(self):
+        """The frame's astropy WCS."""
+        return _wcs_from_header(self.wcs_header)
+
+
+def _utc(obs_time):
+    if isinstance(obs_time, dt.datetime):
+        value = obs_time
+    else:
+        try:
+            value = dt.datetime.fromisoformat(str(obs_time).replace("Z", ""))
+        except ValueError:
+            raise InputError(None, f"observation time {obs_time!r} is not ISO 'YYYY-MM-DDTHH:MM:SS' "
+                                   "(UTC)") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value.replace(microsecond=0)
+
+
+def raw_filename(obs_time_utc, frame_number, exptime_s, camera=EL_NINO):
+    """Camera-style raw file name: local 'YYYYMMDD.HHMMSS.FFFFF_EEEEE.fits' (F frame, E ms)."""
+    local = _utc(obs_time_utc) + dt.timedelta(hours=camera.timezone_offset_hours)
+    return f"{local:%Y%m%d.%H%M%S}.{int(frame_number):05d}_{int(round(exptime_s * 1000)):05d}.fits"
+
+
+_TRUTH_DTYPE = [
+    ("SOURCE_ID", "i8"), ("RA", "f8"), ("DEC", "f8"), ("X", "f8"), ("Y", "f8"),
+    ("PHOT_G_MEAN_MAG", "f4"), ("PHOT_BP_MEAN_MAG", "f4"), ("PHOT_RP_MEAN_MAG", "f4"),
+    ("G_PRIME", "f8"), ("SYNTHETIC", "?"), ("SYNTHETIC_COLOR", "?"), ("ZP_STAR", "f8"),
+    ("DOME_FACTOR", "f4"), ("FWHM_PIX", "f4"), ("FLUX_ADU_PER_S", "f8"), ("FLUX_ADU", "f8"),
+    ("APER_FRAC", "f8", (7,)), ("APER_FLUX_ADU", "f8", (7,)), ("PEAK_RAW_MODEL", "f4"),
+    ("SATURATED", "?"), ("IN_FRAME", "?"), ("EDGE_DIST_PIX", "f4"),
+]
+
+
+def _field_stars(gaia_dir, wcs, camera, margin, max_g, min_g):
+    ny, nx = camera.shape
+    gx, gy = np.meshgrid(np.linspace(-margin, nx - 1 + margin, 60),
+                         np.linspace(-margin, ny - 1 + margin, 60))
+    ra, dec = wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
+    import astropy.units as u
+
+    pixels = np.unique(_healpix().lonlat_to_healpix(ra * u.deg, dec * u.deg))
+    stars = read_chunk_tree(gaia_dir, pixels)
+    keep = np.isfinite(stars["PHOT_G_MEAN_MAG"]) & (stars["PHOT_G_MEAN_MAG"] <= max_g)
+    if min_g is not None:
+        keep &= stars["PHOT_G_MEAN_MAG"] >= min_g
+    return stars[keep]
+
+
+def _dome_factor(camera, x, y):
+    """Transmission of the dome edge: a large disc off the lower-left corner, soft edge."""
+    ny, nx = camera.shape
+    d = np.hypot(x + 0.25 * nx, y + 0.35 * ny) - 0.75 * ny
+    return _DOME_TRANSMISSION + (1 - _DOME_TRANSMISSION) / (1 + np.exp(-np.clip(d / 8.0, -50, 50)))
+
+
+def _render_streaks(image, streaks, camera):
+    ny, nx = camera.shape
+    for x0, y0, x1, y1, sigma, flux in streaks:
+        horizontal = abs(x1 - x0) >= abs(y1 - y0)
+        (a0, b0, a1, b1, na, nb) = (x0, y0, x1, y1, nx, ny) if horizontal else (y0, x0, y1, x1, ny, nx)
+        if a1 < a0:
+            a0, b0, a1, b1 = a1, b1, a0, b0
+        slope = (b1 - b0) / (a1 - a0)
+        cos_phi = 1.0 / np.sqrt(1 + slope ** 2)
+        a = np.arange(max(int(np.ceil(a0)), 0), min(int(np.floor(a1)), na - 1) + 1)
+        if a.size == 0:
+            continue
+        bc = b0 + slope * (a - a0)
+        k = np.arange(-int(np.ceil(5 * sigma / cos_phi)) - 1, int(np.ceil(5 * sigma / cos_phi)) + 2)
+        b = np.rint(bc)[:, None].astype(np.int64) + k[None, :]
+        dist = (b - bc[:, None]) * cos_phi
+        value = flux * np.exp(-0.5 * (dist / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+        aa = np.broadcast_to(a[:, None], b.shape)
+        ok = (b >= 0) & (b < nb)
+        rows, cols = (b[ok], aa[ok]) if horizontal else (aa[ok], b[ok])
+        np.add.at(image, (rows, cols), value[ok].astype(image.dtype))
+
+
+def _random_streaks(rng, n, camera):
+    ny, nx = camera.shape
+    out = np.zeros(n, dtype=[("X0", "f8"), ("Y0", "f8"), ("X1", "f8"), ("Y1", "f8"),
+                             ("SIGMA_PIX", "f8"), ("FLUX_ADU_PER_S_PER_PIX", "f8")])
+    for i in range(n):
+        cx, cy = rng.uniform(0.2, 0.8) * nx, rng.uniform(0.2, 0.8) * ny
+        angle = rng.uniform(0, np.pi)
+        # the first streak crosses the whole frame (both ends outside); others are partial
+        half = 1.5 * np.hypot(nx, ny) if i == 0 else rng.uniform(0.1, 0.6) * np.hypot(nx, ny)
+        out[i] = (cx - half * np.cos(angle), cy - half * np.sin(angle),
+                  cx + half * np.cos(angle), cy + half * np.sin(angle),
+                  rng.uniform(0.9, 1.4), rng.uniform(20.0, 150.0))
+    return out
+
+
+def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
+                   obs_time="2021-06-12T05:11:06", frame_number=1, camera=EL_NINO,
+                   calibrations=None, seed=0, zp=None, cloud_mag=0.0, cloud_gradient_mag=0.0,
+                   sky_adu_per_s=None, sky_gradient=0.0, fwhm_pix=2.0, fwhm_corner_pix=2.5,
+                   sip=False, n_streaks=0, dome=False, zpflag=False, proper_motion=False,
+                   noise=True, max_g=15.5, min_g=None, bad_pixels=True, pointing_ra_dec=None,
+                   keep_signal=False):
+    """Render one raw frame of the sky in `gaia_dir` for a pointing.
+
+    Parameters
+    ----------
+    gaia_dir : str or path
+        Chunk tree (`pc_gpu.sim.chunks.build_chunk_tree`).
+    ra, dec : float
+        Image-centre pointing (the WCS CRVAL), deg.
+    rotation_deg : float
+        Sky rotation on the image, deg.
+    exptime_s : float
+        Exposure time, s (header EXPOSURE is written in ms).
+    obs_time : str or datetime
+        UTC start of the exposure (ISO); the header DATE/TIME are local (UTC-7).
+    frame_number : int
+        DEV_FNUM and the file name's frame field.
+    camera : pc_gpu.camera.Camera
+        Geometry, bias, read noise, gain, dark, saturation, zeropoint.
+    calibrations : SimCalibrations or None
+        Calibration truth to use (made from `seed` when None).
+    seed : int
+        Seed of everything random in the frame.
+    zp : float or None
+        Clear-sky zeropoint, mag of 1 ADU/s (default `camera.nominal_zp`).
+    cloud_mag, cloud_gradient_mag : float
+        Cloud extinction at the image centre, mag, and its change across the frame in x
+        (left edge -g/2, right edge +g/2).
+    sky_adu_per_s : float or None
+        Sky at the image centre, ADU/s/pix (default `camera.dark_sky_adu_per_s`).
+    sky_gradient : float
+        Fractional sky change across the frame in y (bottom -g/2, top +g/2).
+    fwhm_pix, fwhm_corner_pix : float
+        PSF core FWHM at the centre and at the corners, pixels.
+    sip : bool
+        Mild SIP distortion in the WCS.
+    n_streaks : int
+        Satellite streaks (the first crosses the whole frame).
+    dome : bool
+        Dome vignetting: a large region with 2% transmission.
+    zpflag : bool
+        Header ZPFLAG = 1 (telescope moved).
+    proper_motion : bool
+        Move stars to the observation epoch with PMRA/PMDEC from REF_EPOCH.
+    noise : bool
+        Add shot and read noise (False: the rounded noiseless model).
+    max_g, min_g : float
+        Render stars with min_g <= G <= max_g.
+    bad_pixels : bool
+        Static bad pixels and columns (in the mask and in the raw values).
+    pointing_ra_dec : (float, float) or None
+        Header RADEG/DECDEG (the requested pointing) when it differs from the true centre;
+        REAL_RA/REAL_DEC are always the true centre.
+    keep_signal : bool
+        Keep the noiseless detrended signal (ADU/s) on the result.
+
+    Returns
+    -------
+    SimFrame
+    """
+    from astropy.io import fits
+
+    if not (np.isfinite(exptime_s) and 0 < exptime_s < 1000):
+        raise InputError(None, f"exposure time {exptime_s} s must be positive (and < 1000 s)")
+    if fwhm_pix <= 0 or fwhm_corner_pix <= 0:
+        raise InputError(None, "PSF FWHM must be positive")
+    utc = _utc(obs_time)
+    zp = camera.nominal_zp if zp is None else float(zp)
+    sky0 = camera.dark_sky_adu_per_s if sky_adu_per_s is None else float(sky_adu_per_s)
+    if sky0 < 0:
+        raise InputError(None, f"sky level {sky0} ADU/s/pix must not be negative")
+    if calibrations is None:
+        calibrations = make_calibrations(camera, seed=seed, bad_pixels=bad_pixels)
+    elif calibrations.bias.shape != camera.shape:
+        raise InputError(None, f"calibrations are {calibrations.bias.shape[::-1]}, camera is "
+                               f"{camera.nx} x {camera.ny}")
+    rng = np.random.default_rng([int(seed), 11, int(frame_number)])
+    ny, nx = camera.shape
+    t = float(exptime_s)
+    mjd = (utc - _MJD0).total_seconds() / 86400.0
+    epoch = 2000.0 + (mjd - 51544.5) / 365.25
+
+    wcs_header = make_wcs(ra, dec, rotation_deg, camera, sip=sip)
+    wcs = _wcs_from_header(wcs_header)
+
+    # ---- stars
+    stars = _field_stars(gaia_dir, wcs, camera, _BRIGHT_HW, max_g, min_g)
+    half_diagonal_deg = 0.5 * np.hypot(nx, ny) * camera.pixel_scale_arcsec / 3600.0
+    near = _angular_distance(stars["RA"], stars["DEC"], ra, dec) < half_diagonal_deg + 2.0
+    stars = stars[near]
+    s_ra, s_dec = stars["RA"].astype(np.float64), stars["DEC"].astype(np.float64)
+    if proper_motion:
+        ok = np.isfinite(stars["PMRA"]) & np.isfinite(stars["PMDEC"])
+        years = epoch - np.where(np.isfinite(stars["REF_EPOCH"]), stars["REF_EPOCH"], 2016.0)
+        s_dec = np.where(ok, s_dec + years * stars["PMDEC"] / 3.6e6, s_dec)
+        s_ra = np.where(ok, s_ra + years * stars["PMRA"] / (3.6e6 * np.cos(np.radians(s_dec))), s_ra)
+    x, y = wcs.all_world2pix(s_ra, s_dec, 0, tolerance=1e-8, maxiter=50) if sip else \
+        wcs.all_world2pix(s_ra, s_dec, 0)
+    inside = (x > -_BRIGHT_HW) & (x < nx - 1 + _BRIGHT_HW) & (y > -_BRIGHT_HW) & (y < ny - 1 + _BRIGHT_HW)
+    stars, x, y, s_ra, s_dec = stars[inside], x[inside], y[inside], s_ra[inside], s_dec[inside]
+    n = stars.size
+    log.info("rendering %d stars (G <= %g) at RA %.4f Dec %.4f", n, max_g, ra, dec)
+
+    g = stars["PHOT_G_MEAN_MAG"].astype(np.float64)
+    bp_rp = (stars["PHOT_BP_MEAN_MAG"] - stars["PHOT_RP_MEAN_MAG"]).astype(np.float64)
+    g_prime = g + 0.25 * np.where(np.isfinite(bp_rp), bp_rp, 0.0)
+    xc, yc = camera.centre
+    r_corner = np.hypot(xc, yc)
+    rr = np.hypot(x - xc, y - yc) / r_corner
+    fwhm = fwhm_pix + (fwhm_corner_pix - fwhm_pix) * rr ** 2
+    sigma = fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    ext = cloud_mag + cloud_gradient_mag * (x - xc) / nx
+    zp_star = zp - ext
+    dome_star = _dome_factor(camera, x, y) if dome else np.ones(n)
+    flux_clear = 10.0 ** (-0.4 * (g_prime - zp_star))  # before the dome (applied per pixel)
+    flux = flux_clear * dome_star
+
+    signal = np.zeros(ny * nx, dtype=np.float64)
+    bright = flux_clear * t > _BRIGHT_ADU
+    for sel, hw in ((~bright, _STAMP_HW), (bright, _BRIGHT_HW)):
+        if not sel.any():
+            continue
+        box, ix0, iy0 = _psf_box(x[sel], y[sel], sigma[sel], hw)
+        size = 2 * hw + 1
+        cols = ix0[:, None, None] + np.arange(size)[None, None, :]
+        rows = iy0[:, None, None] + np.arange(size)[None, :, None]
+        ok = (cols >= 0) & (cols < nx) & (rows >= 0) & (rows < ny)
+        values = box * flux_clear[sel][:, None, None]
+        signal += np.bincount((rows * nx + cols)[ok], weights=values[ok], minlength=ny * nx)
+    signal = signal.reshape(ny, nx).astype(np.float32)
+
+    # ---- sky, streaks, dome
+    yy = np.arange(ny, dtype=np.float32)[:, None]
+    sky = np.float32(sky0) * (1 + np.float32(sky_gradient) * (yy - np.float32(yc)) / np.float32(ny))
+    signal += sky
+    streaks = _random_streaks(rng, int(n_streaks), camera)
+    _render_streaks(signal, streaks, camera)
+    if dome:
+        gx = np.arange(nx, dtype=np.float32)[None, :]
+        dome_map = _dome_factor(camera, gx, yy).astype(np.float32)
+        signal *= dome_map
+        dome_fraction = float(np.mean(dome_map < 0.5))
+    else:
+        dome_fraction = 0.0
+
+    # ---- camera: flat, dark, bias, noise, bad pixels, saturation
+    cal = calibrations
+    electrons_per_adu = camera.gain_e_per_adu
+    model = cal.flat * signal * np.float32(t) + cal.dark * np.float32(t)
+    peak_model = None
+    if noise:
+        counts = rng.poisson(np.maximum(model, 0) * electrons_per_adu).astype(np.float32)
+        raw = counts / np.float32(electrons_per_adu) + cal.bias
+        read = _quadrant_map(camera, camera.read_noise_adu)
+        raw += read * rng.standard_normal((ny, nx), dtype=np.float32)
+    else:
+        raw = model + cal.bias
+    model += cal.bias
+    if bad_pixels and cal.mask.any():
+        bad = np.flatnonzero(cal.mask.ravel() == 1)
+        kind = rng.random(bad.size)
+        dead, hot = bad[kind < 0.5], bad[kind >= 0.5]
+        raw.flat[dead] = cal.bias.flat[dead] + rng.normal(0, 3, dead.size)
+        raw.flat[hot] = cal.bias.flat[hot] + rng.uniform(2000, 20000, hot.size)
+        columns = cal.mask == 2
+        raw[columns] += np.float32(rng.uniform(300, 1000))
+    raw = np.clip(np.rint(raw), 0, camera.saturation_adu).astype(np.uint16)
+
+    # ---- truth
+    truth = np.zeros(n, dtype=_TRUTH_DTYPE)
+    fractions = aperture_fractions(x, y, sigma, camera.aperture_radii_pix) if n else np.zeros((0, 7))
+    ixr = np.clip(np.rint(x).astype(np.int64), 0, nx - 1)
+    iyr = np.clip(np.rint(y).astype(np.int64), 0, ny - 1)
+    peak_model = np.full(n, -np.inf)
+    for dy_ in (-1, 0, 1):
+        for dx_ in (-1, 0, 1):
+            peak_model = np.maximum(peak_model, model[np.clip(iyr + dy_, 0, ny - 1),
+                                                      np.clip(ixr + dx_, 0, nx - 1)])
+    in_frame = (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
+    for name in ("SOURCE_ID", "PHOT_G_MEAN_MAG", "PHOT_BP_MEAN_MAG", "PHOT_RP_MEAN_MAG",
+                 "SYNTHETIC", "SYNTHETIC_COLOR"):
+        truth[name] = stars[name]
+    truth["RA"], truth["DEC"], truth["X"], truth["Y"] = s_ra, s_dec, x, y
+    truth["G_PRIME"], truth["ZP_STAR"], truth["DOME_FACTOR"] = g_prime, zp_star, dome_star
+    truth["FWHM_PIX"], truth["FLUX_ADU_PER_S"], truth["FLUX_ADU"] = fwhm, flux, flux * t
+    truth["APER_FRAC"] = fractions
+    truth["APER_FLUX_ADU"] = fractions * (flux * t)[:, None]
+    truth["PEAK_RAW_MODEL"] = peak_model
+    truth["SATURATED"] = in_frame & (peak_model >= camera.saturation_adu)
+    truth["IN_FRAME"] = in_frame
+    truth["EDGE_DIST_PIX"] = np.minimum.reduce([x, y, nx - 1 - x, ny - 1 - y])
+
+    # ---- headers
+    local = utc + dt.timedelta(hours=camera.timezone_offset_hours)
+    filename = raw_filename(utc, frame_number, t, camera)
+    target = (ra, dec) if pointing_ra_dec is None else pointing_ra_dec
+    header = fits.Header()
+    header["DATE"] = (local.strftime("%Y/%m/%d"), "local (MST) date at exposure start")
+    header["TIME"] = (local.strftime("%H:%M:%S"), "local (MST) time at exposure start")
+    header["EXPOSURE"] = (int(round(t * 1000)), "exposure time (ms)")
+    header["MJD-OBS"] = (round(mjd, 8), "MJD (UTC) at exposure start")
+    header["RADEG"] = (float(target[0]), "requested pointing RA (deg)")
+    header["DECDEG"] = (float(target[1]), "requested pointing Dec (deg)")
+    header["REAL_RA"] = (float(ra), "true image-centre RA (deg)")
+    header["REAL_DEC"] = (float(dec), "true image-centre Dec (deg)")
+    header["DEV_FNUM"] = (int(frame_number), "frame number")
+    header["ZPFLAG"] = (int(bool(zpflag)), "1 = telescope moved during exposure")
+    header["INSTRUME"] = (camera.name, "pointing camera")
+    header["SIMULATD"] = (True, "simulated by pc_gpu.sim (not a real exposure)")
+    header["SIMSEED"] = (int(seed), "simulator seed")
+    header["SIMVERS"] = (__version__, "pc_gpu version of the simulator")
+
+    sky_q = [float(np.mean(sky[rows_]) * 1.0) for rows_, _ in camera.quadrant_slices()]
+    truth_header = [
+        {"name": "RAWFILE", "value": filename, "comment": "raw frame this truth belongs to"},
+        {"name": "SEED", "value": int(seed), "comment": "simulator seed"},
+        {"name": "CALSEED", "value": int(cal.seed), "comment": "calibration seed"},
+        {"name": "EXPTIME", "value": t, "comment": "exposure time (s)"},
+        {"name": "MJD-OBS", "value": round(mjd, 8), "comment": "MJD (UTC) at exposure start"},
+        {"name": "RA", "value": float(ra), "comment": "image-centre RA (deg)"},
+        {"name": "DEC", "value": float(dec), "comment": "image-centre Dec (deg)"},
+        {"name": "ROTANG", "value": float(rotation_deg), "comment": "sky rotation (deg)"},
+        {"name": "SIP", "value": bool(sip), "comment": "WCS has SIP distortion"},
+        {"name": "ZP_NOM", "value": zp, "comment": "clear-sky zeropoint (mag of 1 ADU/s)"},
+        {"name": "CLOUDMAG", "value": float(cloud_mag), "comment": "cloud extinction at centre (mag)"},
+        {"name": "CLOUDGRD", "value": float(cloud_gradient_mag),
+         "comment": "extinction change left->right edge (mag)"},
+        {"name": "ZP", "value": zp - float(cloud_mag), "comment": "zeropoint at centre (mag)"},
+        {"name": "SKY", "value": sky0, "comment": "sky at centre (ADU/s/pix, detrended)"},
+        {"name": "SKYGRAD", "value": float(sky_gradient), "comment": "fractional sky change in y"},
+    ] + [{"name": f"SKYQ{q}", "value": v, "comment": f"mean sky in quadrant {q} (ADU/s/pix)"}
+         for q, v in enumerate(sky_q, 1)] + [
+        {"name": "FWHM", "value": float(fwhm_pix), "comment": "PSF core FWHM at centre (pix)"},
+        {"name": "FWHMCORN", "value": float(fwhm_corner_pix), "comment": "PSF core FWHM at corners"},
+        {"name": "PSFMODEL", "value": f"{1 - _WING_WEIGHT:g}G(s)+{_WING_WEIGHT:g}G({_WING_SCALE:g}s)",
+         "comment": "double Gaussian, pixel-integrated"},
+        {"name": "PMCORR", "value": bool(proper_motion), "comment": "positions moved by proper motion"},
+        {"name": "POSEPOCH", "value": round(epoch, 6) if proper_motion else 2016.0,
+         "comment": "epoch of rendered positions (yr)"},
+        {"name": "DOME", "value": bool(dome), "comment": "dome vignetting simulated"},
+        {"name": "DOMEFRAC", "value": dome_fraction, "comment": "fraction of pixels vignetted"},
+        {"name": "ZPFLAG", "value": int(bool(zpflag)), "comment": "header ZPFLAG written"},
+        {"name": "NSTREAK", "value": int(n_streaks), "comment": "satellite streaks (STREAKS HDU)"},
+        {"name": "NOISE", "value": bool(noise), "comment": "shot and read noise added"},
+        {"name": "BADPIX", "value": bool(bad_pixels and cal.mask.any()),
+         "comment": "static bad pixels in raw and mask"},
+        {"name": "GAIN", "value": float(camera.gain_e_per_adu), "comment": "e-/ADU"},
+        {"name": "COMMENT", "value": "X, Y: 0-indexed pixel, centres at integers, x = column."},
+        {"name": "COMMENT", "value": "APER_FLUX_ADU: expected detrended ADU in each aperture"},
+        {"name": "COMMENT", "value": "radius (camera.aperture_radii_pix), exact overlap."},
+    ]
+    return SimFrame(raw, header, wcs_header, truth, truth_header, streaks, cal, filename,
+                    signal if keep_signal else None)
+
+
+# --------------------------------------------------------------------------- writing
+
+@dataclass(frozen=True)
+class FramePaths:
+    """Where `write_frame` put a frame's files."""
+
+    raw: str
+    wcs: str
+    truth: str
+
+
+def _atomic_write_bytes(path, data, overwrite):
+    if os.path.exists(path) and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise InputError(path, f"cannot write ({exc.strerror or exc})") from None
+
+
+def _ensure_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise InputError(path, f"cannot create output directory ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(path, "output directory is not writable")
+
+
+def _hdu_bytes(hdu):
+    buffer = io.BytesIO()
+    hdu.writeto(buffer)
+    return buffer.getvalue()
+
+
+def _truth_bytes(frame, directory):
+    import fitsio
+
+    tmp = os.path.join(directory, f".truth.tmp{os.getpid()}.fits")
+    try:
+        with fitsio.FITS(tmp, "rw", clobber=True) as out:
+            out.write(frame.truth, extname="TRUTH", header=frame.truth_header)
+            out.write(frame.streaks, extname="STREAKS",
+                      header=[{"name": "COMMENT", "value": "streak endpoints in pixels (0-indexed),"},
+                              {"name": "COMMENT", "value": "may lie outside the frame"}])
+        with open(tmp, "rb") as handle:
+            return handle.read()
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_frame(frame, raw_dir, *, truth_dir=None, overwrite=False):
+    """Write a `SimFrame`: raw FITS and ``.wcs`` in `raw_dir`, truth table in `truth_dir`.
+
+    The raw file is BITPIX 16 unsigned (BZERO 32768) with the camera header; the ``.wcs`` file
+    (RAW.fits -> RAW.wcs) is a header-only FITS file, written last so a watcher that triggers on
+    ``.wcs`` files always finds the raw frame. The truth file (``RAW-truth.fits``; default
+    directory ``raw_dir/truth``) has HDU ``TRUTH`` (one row per rendered star: SOURCE_ID, RA,
+    DEC, X, Y, PHOT_*_MEAN_MAG, G_PRIME, SYNTHETIC, SYNTHETIC_COLOR, ZP_STAR, DOME_FACTOR,
+    FWHM_PIX, FLUX_ADU_PER_S, FLUX_ADU, APER_FRAC[7], APER_FLUX_ADU[7], PEAK_RAW_MODEL,
+    SATURATED, IN_FRAME, EDGE_DIST_PIX; frame truth in its header) and HDU ``STREAKS``.
+    Every file is written to a temporary name and renamed; existing files raise
+    `OutputExistsError` unless `overwrite`.
+    """
+    from astropy.io import fits
+
+    raw_dir = os.fspath(raw_dir)
+    truth_dir = os.path.join(raw_dir, "truth") if truth_dir is None else os.fspath(truth_dir)
+    _ensure_dir(raw_dir)
+    _ensure_dir(truth_dir)
+    raw_path = os.path.join(raw_dir, frame.filename)
+    wcs_path = raw_path[:-len(".fits")] + ".wcs"
+    truth_path = os.path.join(truth_dir, frame.filename[:-len(".fits")] + "-truth.fits")
+    for path in (raw_path, wcs_path, truth_path):
+        if os.path.exists(path) and not overwrite:
+            raise OutputExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    _atomic_write_bytes(truth_path, _truth_bytes(frame, truth_dir), overwrite)
+    hdu = fits.PrimaryHDU(data=frame.raw, header=frame.header.copy())
+    _atomic_write_bytes(raw_path, _hdu_bytes(hdu), overwrite)
+    _atomic_write_bytes(wcs_path, _hdu_bytes(fits.PrimaryHDU(header=frame.wcs_header.copy())),
+                        overwrite)
+    log.info("wrote %s (+ .wcs, truth %s)", raw_path, truth_path)
+    return FramePaths(raw_path, wcs_path, truth_path)
+
+
+def write_calibrations(calibrations, meta_dir, *, overwrite=False):
+    """Write the four META products (gzip FITS, byte-deterministic) and return their paths.
+
+    ``pc_badpix_mask.fits.gz`` (uint8, nonzero = bad), ``pc_master_bias.fits.gz`` (ADU),
+    ``pc_master_dark.fits.gz`` (ADU/s), ``pc_master_flat.fits.gz`` (median 1).
+    """
+    from astropy.io import fits
+
+    meta_dir = os.fspath(meta_dir)
+    _ensure_dir(meta_dir)
+    products = {
+        "mask": (calibrations.mask, "", "static bad pixels: nonzero = bad (1 pixel, 2 column)"),
+        "bias": (calibrations.bias, "adu", "master bias (noiseless simulated structure)"),
+        "dark": (calibrations.dark, "adu/s", "master dark current (simulated truth)"),
+        "flat": (calibrations.flat, "", "master flat, median 1 (simulated truth)"),
+    }
+    paths = {}
+    for key, (data, unit, text) in products.items():
+        header = fits.Header()
+        if unit:
+            header["BUNIT"] = unit
+        header["SIMULATD"] = (True, "simulated by pc_gpu.sim")
+        header["CALSEED"] = (int(calibrations.seed), "calibration seed")
+        header.add_comment(text)
+        payload = _hdu_bytes(fits.PrimaryHDU(data=data, header=header))
+        path = os.path.join(meta_dir, CALIB_FILES[key])
+        _atomic_write_bytes(path, gzip.compress(payload, compresslevel=1, mtime=0), overwrite)
+        paths[key] = path
+    log.info("wrote calibrations to %s", meta_dir)
+    return paths
+
+
+# --------------------------------------------------------------------------- command line
+
+def main(argv=None):
+    """Console entry point ``pc-sim``: simulate and write one frame (and its META)."""
+    parser = argparse.ArgumentParser(prog="pc-sim", description="Simulate a raw pointing-camera "
+                                     "frame from a Gaia chunk tree.")
+    parser.add_argument("gaia_dir", help="Gaia chunk tree (pc-gaia-chunks)")
+    parser.add_argument("outdir", help="directory for the raw frame and its .wcs")
+    parser.add_argument("--ra", type=float, required=True, help="pointing RA (deg)")
+    parser.add_argument("--dec", type=float, required=True, help="pointing Dec (deg)")
+    parser.add_argument("--rotation", type=float, default=0.0, help="sky rotation (deg)")
+    parser.add_argument("--exptime", type=float, default=20.0, help="exposure time (s)")
+    parser.add_argument("--time", default="2021-06-12T05:11:06", help="UTC start, ISO")
+    parser.add_argument("--frame", type=int, default=1, help="frame number (DEV_FNUM)")
+    parser.add_argument("--meta", default=None, help="write calibrations here (default OUTDIR/meta)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--zp", type=float, default=None, help="clear-sky zeropoint (mag)")
+    parser.add_argument("--clouds", type=float, default=0.0, help="cloud extinction (mag)")
+    parser.add_argument("--cloud-gradient", type=float, default=0.0, help="mag across the frame")
+    parser.add_argument("--sky", type=float, default=None, help="sky (ADU/s/pix)")
+    parser.add_argument("--fwhm", type=float, default=2.0, help="PSF FWHM at centre (pix)")
+    parser.add_argument("--sip", action="store_true", help="mild SIP distortion")
+    parser.add_argument("--streaks", type=int, default=0, help="number of satellite streaks")
+    parser.add_argument("--dome", action="store_true", help="dome vignetting")
+    parser.add_argument("--zpflag", action="store_true", help="header ZPFLAG = 1")
+    parser.add_argument("--pm", action="store_true", help="apply proper motions")
+    parser.add_argument("--no-noise", action="store_true")
+    parser.add_argument("--no-bad-pixels", action="store_true")
+    parser.add_argument("--nx", type=int, default=None, help="smaller camera width (tests)")
+    parser.add_argument("--ny", type=int, default=None, help="smaller camera height (tests)")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        camera = EL_NINO
+        if args.nx or args.ny:
+            camera = camera.with_(nx=args.nx or camera.nx, ny=args.ny or camera.ny)
+        cal = make_calibrations(camera, seed=args.seed, bad_pixels=not args.no_bad_pixels)
+        frame = simulate_frame(
+            args.gaia_dir, args.ra, args.dec, rotation_deg=args.rotation, exptime_s=args.exptime,
+            obs_time=args.time, frame_number=args.frame, camera=camera, calibrations=cal,
+            seed=args.seed, zp=args.zp, cloud_mag=args.clouds,
+            cloud_gradient_mag=args.cloud_gradient, sky_adu_per_s=args.sky, fwhm_pix=args.fwhm,
+            fwhm_corner_pix=1.25 * args.fwhm, sip=args.sip, n_streaks=args.streaks,
+            dome=args.dome, zpflag=args.zpflag, proper_motion=args.pm, noise=not args.no_noise,
+            bad_pixels=not args.no_bad_pixels)
+        write_calibrations(cal, args.meta or os.path.join(args.outdir, "meta"),
+                           overwrite=args.overwrite)
+        paths = write_frame(frame, args.outdir, overwrite=args.overwrite)
+        log.info("raw %s wcs %s truth %s", paths.raw, paths.wcs, paths.truth)
+    except PCError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
