@@ -111,13 +111,15 @@ class Reducer:
     """
 
     def __init__(self, options, *, camera=EL_NINO, meta_dir=None, gaia_dir=None, backend=None):
-        from .backend import get_backend
-
         self.options = options
         self.camera = camera
         self.meta_dir = meta_dir if meta_dir is not None else os.environ.get("POINTING_CAMERA_META")
         self.gaia_dir = gaia_dir if gaia_dir is not None else os.environ.get("PC_GAIA_DIR")
-        self.backend = backend if backend is not None else get_backend(options.device, threads=options.threads)
+        if backend is None:
+            from .backend import get_backend
+
+            backend = get_backend(options.device, threads=options.threads)
+        self.backend = backend
         self.radii = ((camera.aperture_radii_pix[camera.standard_aperture_index],) if options.one_aper
                       else tuple(camera.aperture_radii_pix))
         self.standard_aperture = 0 if options.one_aper else camera.standard_aperture_index
