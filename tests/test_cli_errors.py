@@ -1,0 +1,162 @@
+"""Bad input to pc-proc: a clear message naming the file and the problem, a non-zero exit,
+and no output files."""
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import fitsio
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from pc_gpu.cli import main
+from pc_gpu.rawio import CALIB_FILES
+
+
+@pytest.fixture
+def frame(demo_field, tmp_path, monkeypatch):
+    """A private copy of the demo frame (raw + .wcs) and environment pointing at its inputs."""
+    raw = tmp_path / "raw" / os.path.basename(demo_field.raw)
+    raw.parent.mkdir()
+    shutil.copy(demo_field.raw, raw)
+    shutil.copy(demo_field.wcs, str(raw)[:-5] + ".wcs")
+    monkeypatch.setenv("POINTING_CAMERA_META", demo_field.meta_dir)
+    monkeypatch.setenv("PC_GAIA_DIR", demo_field.gaia_dir)
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    return raw
+
+
+def _run(raw, tmp_path, caplog, *extra):
+    out = tmp_path / "out"
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        rc = main([str(raw), "--outdir", str(out), "--device", "cpu", *extra])
+    messages = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    files = sorted(os.listdir(out)) if out.exists() else []
+    return rc, messages, files
+
+
+def _rewrite(raw, data=None, **header_changes):
+    with fits.open(raw) as hdul:
+        header, image = hdul[0].header.copy(), hdul[0].data.copy()
+    for key, value in header_changes.items():
+        if value is None:
+            del header[key]
+        else:
+            header[key] = value
+    fits.PrimaryHDU(image if data is None else data, header=header).writeto(raw, overwrite=True)
+
+
+def test_good_frame_writes_outputs_then_refuses_to_overwrite(frame, tmp_path, caplog):
+    rc, messages, files = _run(frame, tmp_path, caplog)
+    assert rc == 0 and messages == ""
+    assert len(files) == 3 and all(f.endswith(("-detrended.fits", "-summary.fits", "-zp.png")) for f in files)
+    rc, messages, files2 = _run(frame, tmp_path, caplog)
+    assert rc == 1 and "already exists" in messages and "--overwrite" in messages
+    assert files2 == files
+    rc, _, _ = _run(frame, tmp_path, caplog, "--overwrite")
+    assert rc == 0
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("truncated", "truncated|unreadable|not a readable FITS"),
+    ("not_fits", "not a readable FITS"),
+    ("wrong_size", "expected 3296 x 2472"),
+    ("wrong_bitpix", "BITPIX = -32"),
+    ("no_exposure", "no EXPOSURE or EXPTIME"),
+    ("zero_exposure", "must be positive"),
+    ("no_wcs", r"\.wcs: astrometric solution"),
+])
+def test_bad_raw_input(frame, tmp_path, caplog, case, pattern):
+    if case == "truncated":
+        data = frame.read_bytes()
+        frame.write_bytes(data[: len(data) // 2])
+    elif case == "not_fits":
+        frame.write_text("this is not a FITS file\n")
+    elif case == "wrong_size":
+        _rewrite(frame, data=np.zeros((100, 120), dtype=np.uint16))
+    elif case == "wrong_bitpix":
+        _rewrite(frame, data=np.zeros((2472, 3296), dtype=np.float32))
+    elif case == "no_exposure":
+        _rewrite(frame, EXPOSURE=None)
+    elif case == "zero_exposure":
+        _rewrite(frame, EXPOSURE=0)
+    elif case == "no_wcs":
+        os.remove(str(frame)[:-5] + ".wcs")
+    rc, messages, files = _run(frame, tmp_path, caplog)
+    assert rc == 1
+    assert os.path.basename(str(frame)[:-5]) in messages
+    assert __import__("re").search(pattern, messages), messages
+    assert files == []
+
+
+def test_missing_calibrations(frame, tmp_path, caplog, monkeypatch, demo_field):
+    monkeypatch.setenv("POINTING_CAMERA_META", str(tmp_path / "nowhere"))
+    rc, messages, files = _run(frame, tmp_path, caplog)
+    assert rc == 1 and "nowhere" in messages and "calibration directory not found" in messages
+    assert files == []
+    meta = tmp_path / "meta"
+    shutil.copytree(demo_field.meta_dir, meta)
+    os.remove(meta / CALIB_FILES["flat"])
+    monkeypatch.setenv("POINTING_CAMERA_META", str(meta))
+    rc, messages, files = _run(frame, tmp_path, caplog)
+    assert rc == 1 and CALIB_FILES["flat"] in messages and "not found" in messages
+    assert files == []
+
+
+def test_no_gaia_chunk_covers_field(frame, tmp_path, caplog, monkeypatch):
+    empty = tmp_path / "gaia_empty"
+    empty.mkdir()
+    monkeypatch.setenv("PC_GAIA_DIR", str(empty))
+    rc, messages, files = _run(frame, tmp_path, caplog)
+    assert rc == 1 and "gaia_empty" in messages and "no Gaia chunk" in messages
+    assert files == []
+
+
+def test_field_without_usable_star_gives_nan_zeropoints(frame, tmp_path, caplog, monkeypatch, demo_field):
+    faint = tmp_path / "gaia_faint"
+    faint.mkdir()
+    for name in os.listdir(demo_field.gaia_dir):
+        table = fitsio.read(os.path.join(demo_field.gaia_dir, name), ext=1)
+        table["PHOT_G_MEAN_MAG"] = 19.0  # all fainter than the magnitude limit
+        fitsio.write(str(faint / name), table)
+    monkeypatch.setenv("PC_GAIA_DIR", str(faint))
+    rc, _, files = _run(frame, tmp_path, caplog)
+    assert rc == 0 and len(files) == 3
+    summary = tmp_path / "out" / [f for f in files if f.endswith("-summary.fits")][0]
+    assert len(fitsio.read(summary, ext="CATALOG")) == 0
+    zps = fitsio.read(summary, ext="ZEROPOINTS")
+    assert len(zps) == 42 and np.all(np.isnan(zps["zp_adu_per_s"])) and np.all(zps["n_sources_for_zp"] == 0)
+
+
+def test_max_zp_radius_can_leave_no_usable_star(frame, tmp_path, caplog):
+    rc, _, files = _run(frame, tmp_path, caplog, "--max_zp_radius", "1", "--skip_checkplot")
+    assert rc == 0 and len(files) == 2
+    summary = tmp_path / "out" / [f for f in files if f.endswith("-summary.fits")][0]
+    zps = fitsio.read(summary, ext="ZEROPOINTS")
+    assert np.all(zps["n_sources_for_zp"] == 0) and np.all(zps["max_zp_radius"] == 1)
+
+
+def test_telescope_motion_is_skipped_cleanly(frame, tmp_path, caplog):
+    _rewrite(frame, ZPFLAG=1)
+    rc, _, files = _run(frame, tmp_path, caplog, "--check_tcs_motion")
+    assert rc == 0 and files == []
+    assert any("ZPFLAG" in r.getMessage() for r in caplog.records)
+
+
+def test_console_script_help_and_exit_status(frame, tmp_path):
+    help_text = subprocess.run([sys.executable, "-m", "pc_gpu", "--help"], capture_output=True,
+                               text=True, check=True).stdout
+    for flag in ("--outdir", "--dont_write_detrended", "--skip_checkplot", "--nightly_subdir", "--send_redis",
+                 "--one_aper", "--bg_sigclip", "--multiproc", "--max_n_stars", "--pm_corr", "--skip_flatfield",
+                 "--sci_inst_name", "--sci_fov_checkplot", "--check_tcs_motion", "--plot_detrended",
+                 "--plot_quiver", "--max_zp_radius"):
+        assert flag in help_text, flag
+    os.remove(str(frame)[:-5] + ".wcs")
+    proc = subprocess.run([sys.executable, "-m", "pc_gpu", str(frame), "--outdir", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and ".wcs" in proc.stderr
+    assert not (tmp_path / "o").exists() or os.listdir(tmp_path / "o") == []
