@@ -52,7 +52,7 @@ _G_MINUS_RP = (-0.0481, 0.5363, 0.1013)
 
 # Synthetic star counts: stars per deg^2 with 10 <= G <= 15.5 at the galactic pole; the
 # differential counts rise 0.35 dex per magnitude; density ~ 1.08 / (sin|b| + 0.08).
-_POLE_DENSITY_PER_DEG2 = 60.0
+_POLE_DENSITY_PER_DEG2 = 63.0
 _COUNT_SLOPE = 0.35
 
 # Synthetic SOURCE_IDs: -(pixel * _ID_STRIDE + k + 1), never a Gaia id (those are positive).

@@ -45,13 +45,19 @@ def _field_radius(camera):
     return 0.5 * np.hypot(camera.nx, camera.ny) * camera.pixel_scale_arcsec / 3600 + _FIELD_MARGIN_DEG
 
 
-def _ensure_tree(gaia_dir, regions, seed):
-    """Build the chunk tree for `regions` unless every needed chunk already exists."""
-    needed = region_pixels(regions)
-    if all(os.path.exists(chunk_filename(gaia_dir, p)) for p in needed):
+def _ensure_tree(gaia_dir, regions, seed, given):
+    """Build the chunk tree for `regions` unless every needed chunk already exists.
+
+    A tree the caller gave (`given`) is never modified: missing chunks are only reported.
+    """
+    missing = [p for p in region_pixels(regions) if not os.path.exists(chunk_filename(gaia_dir, p))]
+    if not missing:
         log.info("reusing Gaia chunk tree %s", gaia_dir)
-        return
-    build_chunk_tree(gaia_dir, regions=regions, synthetic=True, seed=seed, overwrite=True)
+    elif given:
+        log.warning("%s lacks %d chunk files near the field(s); stars there will be absent",
+                    gaia_dir, len(missing))
+    else:
+        build_chunk_tree(gaia_dir, regions=regions, synthetic=True, seed=seed, overwrite=True)
 
 
 def make_demo_field(workdir, seed=0, *, ra=DEMO_RA, dec=DEMO_DEC, camera=EL_NINO, gaia_dir=None,
@@ -70,7 +76,7 @@ def make_demo_field(workdir, seed=0, *, ra=DEMO_RA, dec=DEMO_DEC, camera=EL_NINO
     camera : pc_gpu.camera.Camera
         Camera to simulate (e.g. ``EL_NINO.with_(nx=600, ny=450)`` for fast tests).
     gaia_dir : str or None
-        Existing chunk tree to use (built there if chunks are missing).
+        Existing chunk tree to use as it is (default: build ``workdir/gaia``).
     overwrite : bool
         Replace existing frame and calibration files.
     **sim_options
@@ -82,8 +88,9 @@ def make_demo_field(workdir, seed=0, *, ra=DEMO_RA, dec=DEMO_DEC, camera=EL_NINO
     """
     workdir = os.fspath(workdir)
     _ensure_dir(workdir)
+    given = gaia_dir is not None
     gaia_dir = os.path.join(workdir, "gaia") if gaia_dir is None else os.fspath(gaia_dir)
-    _ensure_tree(gaia_dir, [Region(ra % 360.0, dec, _field_radius(camera))], seed)
+    _ensure_tree(gaia_dir, [Region(ra % 360.0, dec, _field_radius(camera))], seed, given)
     meta_dir = os.path.join(workdir, "meta")
     cal = make_calibrations(camera, seed=seed, bad_pixels=sim_options.get("bad_pixels", True))
     write_calibrations(cal, meta_dir, overwrite=overwrite)
@@ -144,9 +151,10 @@ def simulate_night(outdir, *, n_frames=30, cadence_s=20.0, exptime_s=20.0,
     n_frames = int(n_frames)
     slew_after = (2 * n_frames) // 3 if slew_after is None else int(slew_after)
     centre = n_frames / 3.0 if cloud_centre_frame is None else float(cloud_centre_frame)
+    given = gaia_dir is not None
     gaia_dir = os.path.join(outdir, "gaia") if gaia_dir is None else os.fspath(gaia_dir)
     radius = _field_radius(camera)
-    _ensure_tree(gaia_dir, [Region(ra % 360.0, dec, radius) for ra, dec in fields], seed)
+    _ensure_tree(gaia_dir, [Region(ra % 360.0, dec, radius) for ra, dec in fields], seed, given)
     meta_dir = os.path.join(outdir, "meta")
     cal = make_calibrations(camera, seed=seed, bad_pixels=sim_options.get("bad_pixels", True))
     write_calibrations(cal, meta_dir, overwrite=overwrite)
