@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from .errors import TelemetryError, InputError
 
-__all__ = ["RedisSettings", "telemetry_record", "send_telemetry", "TELEMETRY_FIELDS"]
+__all__ = ["RedisSettings", "telemetry_record", "send_telemetry", "TELEMETRY_FIELDS",
+           "redis_settings", "connect"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class RedisSettings:
     db: int = 0
     key: str = "pointing_camera"
     password: str | None = None
+    ssl: bool = False
+    username: str | None = None
 
     @classmethod
     def from_environment(cls, environ=None):
@@ -41,6 +44,39 @@ class RedisSettings:
             raise InputError(None, "REDISPORT and REDISDBNUM must be integers") from None
         return cls(host=env.get("REDISHOST", cls.host), port=port, db=db,
                    key=env.get("REDISKEY", cls.key), password=env.get("REDISPASSWORD") or None)
+
+    @classmethod
+    def from_url(cls, url, *, key=None, password=None):
+        """Settings from a ``redis://`` or ``rediss://`` (TLS) URL.
+
+        ``redis://[[user]:password@]host[:port][/db]``; `key` is the hash key (default
+        'pointing_camera'); `password` is used when the URL has none.
+        """
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise InputError(None, "the Redis URL is malformed (expected redis://host:port/db)") from None
+        if parts.scheme not in ("redis", "rediss"):
+            raise InputError(None, f"Redis URL scheme {parts.scheme!r}: expected redis:// or rediss://")
+        db = parts.path.strip("/") or parse_qs(parts.query).get("db", [str(cls.db)])[0]
+        try:
+            db = int(db)
+        except ValueError:
+            raise InputError(None, "the Redis URL's database must be an integer") from None
+        return cls(host=parts.hostname or cls.host, port=port or cls.port, db=db,
+                   key=key or cls.key,
+                   password=unquote(parts.password) if parts.password else (password or None),
+                   ssl=parts.scheme == "rediss",
+                   username=unquote(parts.username) if parts.username else None)
+
+    def description(self):
+        """Where telemetry goes, for logs: never the password."""
+        scheme = "rediss" if self.ssl else "redis"
+        auth = " (with password)" if self.password else ""
+        return f"{scheme}://{self.host}:{self.port}/{self.db} key {self.key!r}{auth}"
 
     def __repr__(self):  # never show the password
         return f"RedisSettings(host={self.host!r}, port={self.port}, db={self.db}, key={self.key!r})"
@@ -119,3 +155,29 @@ def send_telemetry(record, settings, *, timeout_s=2.0):
     finally:
         client.close()
     log.info("telemetry sent to redis %s:%d key %s", settings.host, settings.port, settings.key)
+
+
+def redis_settings(environ=None):
+    """Settings from the environment: REDISURL (redis:// or rediss://) when set, else
+    REDISHOST, REDISPORT, REDISDBNUM; REDISKEY and REDISPASSWORD apply to both."""
+    env = os.environ if environ is None else environ
+    url = env.get("REDISURL")
+    if url:
+        return RedisSettings.from_url(url, key=env.get("REDISKEY"), password=env.get("REDISPASSWORD"))
+    return RedisSettings.from_environment(env)
+
+
+def connect(settings, *, timeout_s=2.0):
+    """A `redis.Redis` client for `settings` (no round trip is made here).
+
+    Parameters
+    ----------
+    settings : RedisSettings
+    timeout_s : float
+        Socket connect and read timeout, s.
+    """
+    import redis
+
+    return redis.Redis(host=settings.host, port=settings.port, db=settings.db,
+                       username=settings.username, password=settings.password, ssl=settings.ssl,
+                       socket_timeout=timeout_s, socket_connect_timeout=timeout_s)

@@ -1,0 +1,143 @@
+"""The realtime service's ledger: an append-only JSON-lines journal of every frame's fate.
+
+One JSON object per line, each appended with a single write and fsync'd, so a crash loses at
+most a torn last line (dropped, with a warning, when the ledger is opened again). Events:
+
+- ``{"event": "service", "service_id": ...}``: the first line; names this service (telemetry
+  records carry it, so a redelivery can be recognised).
+- ``{"event": "start", "frame": NAME, "seq": N, "stream_id": "MS-0"}``: a frame is in hand.
+  Its sequence number and stream ID are reused if the frame has to be taken up again after a
+  crash, so its telemetry is never delivered twice.
+- ``{"event": "telemetry", "frame", "seq", "stream_id", "record": {...}}``: a telemetry
+  record queued for Redis (written before delivery is tried).
+- ``{"event": "delivered", "seq", "stream_id"}``: that record is in Redis.
+- ``{"event": "done" | "skipped" | "failed", "frame", "reason", ...}``: the frame's outcome.
+
+Every line also has ``"time"`` (UTC, ISO 8601).
+"""
+
+import datetime as dt
+import json
+import logging
+import os
+import uuid
+
+__all__ = ["Ledger", "FINAL_EVENTS"]
+
+log = logging.getLogger(__name__)
+
+FINAL_EVENTS = ("done", "skipped", "failed")
+
+
+def _now_iso():
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Ledger:
+    """Open (or create) the ledger at `path` and replay it.
+
+    Attributes
+    ----------
+    service_id : str
+        This service's identity (kept across restarts).
+    outcomes : dict
+        frame name -> its last final event (dict).
+    in_hand : dict
+        frame name -> its last ``start`` event, for frames started but with no outcome since.
+    starts : dict
+        frame name -> number of ``start`` events since its last outcome.
+    pending : dict
+        seq -> queued ``telemetry`` event not yet delivered, in seq order.
+    last_seq, last_stream_ms : int
+        The highest sequence number and stream-ID milliseconds handed out.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.service_id = None
+        self.outcomes = {}
+        self.in_hand = {}
+        self.starts = {}
+        self.pending = {}
+        self.last_seq = 0
+        self.last_stream_ms = 0
+        self._replay()
+        self._fh = open(self.path, "a", encoding="utf-8")
+        if self.service_id is None:
+            self.service_id = uuid.uuid4().hex
+            self.append("service", service_id=self.service_id)
+
+    def _replay(self):
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            log.warning("%s: dropping a torn last line (%d bytes) left by a crash", self.path, len(data) - end)
+            with open(self.path, "r+b") as fh:
+                fh.truncate(end)
+                os.fsync(fh.fileno())
+        for number, line in enumerate(data[:end].splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                self._apply(json.loads(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("%s line %d is not a ledger record (%s); ignored", self.path, number, exc)
+
+    def _apply(self, rec):
+        event = rec["event"]
+        if event == "service":
+            self.service_id = self.service_id or rec["service_id"]
+        elif event == "start":
+            frame = rec["frame"]
+            self.in_hand[frame] = rec
+            self.starts[frame] = self.starts.get(frame, 0) + 1
+            self._saw_seq(rec)
+        elif event == "telemetry":
+            self.pending[int(rec["seq"])] = rec
+            self.pending = dict(sorted(self.pending.items()))
+            self._saw_seq(rec)
+        elif event == "delivered":
+            self.pending.pop(int(rec["seq"]), None)
+        elif event in FINAL_EVENTS:
+            frame = rec["frame"]
+            self.outcomes[frame] = rec
+            self.in_hand.pop(frame, None)
+            self.starts.pop(frame, None)
+
+    def _saw_seq(self, rec):
+        if rec.get("seq") is not None:
+            self.last_seq = max(self.last_seq, int(rec["seq"]))
+        if rec.get("stream_id"):
+            self.last_stream_ms = max(self.last_stream_ms, int(str(rec["stream_id"]).split("-")[0]))
+
+    def append(self, event, **fields):
+        """Append one event durably (write + fsync) and apply it; return the record."""
+        rec = {"event": event, "time": _now_iso(), **fields}
+        line = json.dumps(rec, separators=(",", ":"), allow_nan=False, default=_jsonable) + "\n"
+        self._fh.write(line)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._apply(rec)
+        return rec
+
+    def next_ids(self, now_ms):
+        """A new (seq, stream_id): both strictly increasing across the ledger's life."""
+        ms = max(int(now_ms), self.last_stream_ms + 1)
+        return self.last_seq + 1, f"{ms}-0"
+
+    def outcome(self, frame):
+        """The frame's final event, or None."""
+        return self.outcomes.get(frame)
+
+    def close(self):
+        """Close the file (every event is already on disk)."""
+        self._fh.close()
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
