@@ -136,6 +136,12 @@ class Ledger:
         """Close the file (every event is already on disk)."""
         self._fh.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def _jsonable(value):
     if hasattr(value, "item"):

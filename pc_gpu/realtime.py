@@ -30,7 +30,8 @@ from .ledger import Ledger
 from .outputs import SUFFIXES
 from .watch import BAD, READY, WAIT, DirectoryWatcher, inspect_frame
 
-__all__ = ["ServiceOptions", "RealtimeService", "build_parser", "main", "LEDGER_NAME"]
+__all__ = ["ServiceOptions", "RealtimeService", "build_parser", "parse_args", "options_from_args",
+           "main", "LEDGER_NAME"]
 
 log = logging.getLogger("pc_gpu.realtime")
 
@@ -391,60 +392,60 @@ def _signature(path):
 # --- command line ----------------------------------------------------------------------------
 
 def build_parser():
-    """The pc-realtime parser (its own flags; pc-proc's reduction flags pass through)."""
+    """The pc-realtime parser: its own flags, then every pc-proc reduction flag."""
+    from .cli import build_parser as proc_parser
+
     p = argparse.ArgumentParser(
         prog="pc-realtime",
         description="Watch WATCHDIR for new pointing-camera frames and reduce each once, as it "
                     "lands (its FITS complete and its .wcs present), with telemetry to Redis. "
                     "The ledger OUTDIR/pc-realtime-ledger.jsonl records every frame's outcome; "
                     "a restart resumes from it. SIGTERM/SIGINT: finish the frame in hand, stop.",
-        epilog="Every pc-proc reduction flag is accepted as well (see pc-proc --help). Defaults "
-               "are the original's realtime ones: --nightly_subdir, --one_aper, "
-               "--check_tcs_motion, --send_redis, --dont_write_detrended, --max_zp_radius 1200; "
-               "the flags above turn them off. Redis: REDISURL (redis:// or rediss://) or "
+        epilog="Defaults are the original's realtime ones: --nightly_subdir, --one_aper, "
+               "--check_tcs_motion, --send_redis, --dont_write_detrended, --max_zp_radius 1200 "
+               "(the realtime flags turn them off). Redis: REDISURL (redis:// or rediss://) or "
                "REDISHOST, REDISPORT, REDISDBNUM; REDISKEY, REDISPASSWORD.")
     p.add_argument("watchdir", metavar="WATCHDIR", help="directory where raw frames and .wcs files land")
     p.add_argument("--outdir", required=True, help="output directory (ledger, per-night subdirectories)")
-    p.add_argument("--write_detrended", action="store_true", help="also write -detrended.fits")
-    p.add_argument("--no_nightly_subdir", action="store_true", help="outputs directly in OUTDIR")
-    p.add_argument("--all_apers", action="store_true", help="photometry in all 7 apertures (not only 2.5 pix)")
-    p.add_argument("--no_check_tcs_motion", action="store_true", help="reduce frames with ZPFLAG set too")
-    p.add_argument("--dont_send_redis", action="store_true", help="no Redis telemetry")
-    p.add_argument("--no_max_zp_radius", action="store_true", help="use stars at any radius for zeropoints")
-    p.add_argument("--pattern", default="*.fits", help="raw file names to watch (default *.fits)")
-    p.add_argument("--poll_seconds", type=float, default=1.0,
+    g = p.add_argument_group("realtime")
+    g.add_argument("--write_detrended", action="store_true", help="also write -detrended.fits")
+    g.add_argument("--no_nightly_subdir", action="store_true", help="outputs directly in OUTDIR")
+    g.add_argument("--all_apers", action="store_true", help="photometry in all 7 apertures (not only 2.5 pix)")
+    g.add_argument("--no_check_tcs_motion", action="store_true", help="reduce frames with ZPFLAG set too")
+    g.add_argument("--dont_send_redis", action="store_true", help="no Redis telemetry")
+    g.add_argument("--no_max_zp_radius", action="store_true", help="use stars at any radius for zeropoints")
+    g.add_argument("--pattern", default="*.fits", help="raw file names to watch (default *.fits)")
+    g.add_argument("--poll_seconds", type=float, default=1.0,
                    help="directory scan interval, s (fallback for missed filesystem events; default 1)")
-    p.add_argument("--no_events", action="store_true", help="do not use filesystem events; poll only")
-    p.add_argument("--incomplete_timeout", type=float, default=60.0,
+    g.add_argument("--no_events", action="store_true", help="do not use filesystem events; poll only")
+    g.add_argument("--incomplete_timeout", type=float, default=60.0,
                    help="try a frame anyway when its file stopped growing this long ago, s (default 60)")
-    p.add_argument("--heartbeat_ttl", type=float, default=30.0, help="heartbeat key lifetime, s (default 30)")
-    p.add_argument("--stream_maxlen", type=int, default=100000,
+    g.add_argument("--heartbeat_ttl", type=float, default=30.0, help="heartbeat key lifetime, s (default 30)")
+    g.add_argument("--stream_maxlen", type=int, default=100000,
                    help="approximate cap on the Redis history stream (0: none; default 100000)")
-    p.add_argument("--redis_timeout", type=float, default=1.0, help="Redis socket timeout, s (default 1)")
-    p.add_argument("--veto_list", help="file of raw file names (or paths), one a line, never to reduce")
+    g.add_argument("--redis_timeout", type=float, default=1.0, help="Redis socket timeout, s (default 1)")
+    g.add_argument("--veto_list", help="file of raw file names (or paths), one a line, never to reduce")
     # testing only: a smaller detector (the simulator's fast frames)
-    p.add_argument("--camera_nx", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--camera_ny", type=int, help=argparse.SUPPRESS)
+    g.add_argument("--camera_nx", type=int, help=argparse.SUPPRESS)
+    g.add_argument("--camera_ny", type=int, help=argparse.SUPPRESS)
+    reduction = p.add_argument_group("reduction (as pc-proc; some are already the default here)")
+    for action in proc_parser()._actions:
+        if action.dest not in ("help", "fname_in", "outdir"):
+            reduction._add_action(action)
     return p
 
 
 def parse_args(argv=None):
-    """(realtime namespace, pc-proc namespace) from the command line."""
-    from .cli import build_parser as proc_parser
-
-    args, rest = build_parser().parse_known_args(argv)
-    proc = proc_parser()
-    proc.prog = "pc-realtime"
-    proc_args = proc.parse_args([*rest, args.watchdir])
-    return args, proc_args
+    """The parsed command line."""
+    return build_parser().parse_args(argv)
 
 
-def options_from_args(args, proc_args):
+def options_from_args(args):
     """(RunOptions, ServiceOptions) with the realtime defaults."""
     from .cli import options_from_args as proc_options
 
-    run = proc_options(proc_args)
-    max_zp = None if args.no_max_zp_radius else (proc_args.max_zp_radius or 1200.0)
+    run = proc_options(args)
+    max_zp = None if args.no_max_zp_radius else (args.max_zp_radius or 1200.0)
     run = dataclasses.replace(
         run, outdir=args.outdir, write_detrended=args.write_detrended,
         nightly_subdir=not args.no_nightly_subdir, one_aper=not args.all_apers,
@@ -483,11 +484,11 @@ def main(argv=None):
     """Entry point of `pc-realtime`; returns the exit status."""
     from .cli import configure_logging
 
-    args, proc_args = parse_args(argv)
-    configure_logging(proc_args.verbose, proc_args.quiet)
+    args = parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
     secret = os.environ.get("REDISPASSWORD")
     try:
-        run, service_options = options_from_args(args, proc_args)
+        run, service_options = options_from_args(args)
         settings = None
         if run.send_redis:
             from .telemetry import redis_settings
@@ -500,8 +501,8 @@ def main(argv=None):
         camera = EL_NINO
         if args.camera_nx or args.camera_ny:
             camera = camera.with_(nx=args.camera_nx or camera.nx, ny=args.camera_ny or camera.ny)
-        service = RealtimeService(run, service_options, camera=camera, meta_dir=proc_args.meta_dir,
-                                  gaia_dir=proc_args.gaia_dir, redis_settings=settings)
+        service = RealtimeService(run, service_options, camera=camera, meta_dir=args.meta_dir,
+                                  gaia_dir=args.gaia_dir, redis_settings=settings)
     except PCError as exc:
         log.error("%s", exc)
         return 1

@@ -46,7 +46,7 @@ class TelemetryPublisher:
     """
 
     def __init__(self, settings, ledger, *, stream_key=None, heartbeat_key=None, stream_maxlen=100000,
-                 heartbeat_ttl_s=30.0, timeout_s=1.0, max_backoff_s=5.0):
+                 heartbeat_ttl_s=30.0, timeout_s=1.0, max_backoff_s=2.0):
         from .telemetry import connect
 
         self.settings = settings

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 READY, WAIT, BAD = "ready", "wait", "bad"
 _BLOCK = 2880
 _MAX_HEADER_BLOCKS = 200
+_PRINTABLE = bytes(range(0x20, 0x7F))
 
 
 def inspect_frame(path, camera):
@@ -52,6 +53,9 @@ def inspect_frame(path, camera):
         return WAIT, f"cannot read yet ({exc.strerror})"
     if not head.startswith(b"SIMPLE  =") and not (len(head) < 9 and b"SIMPLE  =".startswith(head)):
         return BAD, "not a FITS file (no SIMPLE card at the start)"
+    text = head if header_bytes is None else header_bytes
+    if text.translate(None, _PRINTABLE):
+        return BAD, "corrupt header (bytes that are not ASCII text)"
     if header_bytes is None:
         if size >= _BLOCK * _MAX_HEADER_BLOCKS:
             return BAD, f"no END card in the first {_MAX_HEADER_BLOCKS} header blocks"

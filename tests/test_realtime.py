@@ -1,0 +1,436 @@
+"""The realtime service: ledger, readiness, telemetry queue, and whole nights (in process and as
+a real `python -m pc_gpu.realtime` process) against a real redis-server."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import fitsio
+import numpy as np
+import pytest
+
+from pc_gpu.camera import EL_NINO
+from pc_gpu.ledger import Ledger
+from pc_gpu.pipeline import RunOptions
+from pc_gpu.realtime import LEDGER_NAME, RealtimeService, ServiceOptions, build_parser, options_from_args, parse_args
+from pc_gpu.sim import simulate_night
+from pc_gpu.telemetry import RedisSettings, redis_settings, telemetry_record
+from pc_gpu.telemetry_queue import TelemetryPublisher
+from pc_gpu.watch import BAD, READY, WAIT, inspect_frame
+
+from redis_fixtures import redis_client, redis_server  # noqa: F401
+
+KEY = "pc_rt"
+N_FRAMES = 30
+SLEW_AFTER = 20  # frame index 20 has ZPFLAG = 1
+
+
+@pytest.fixture(scope="session")
+def night(tmp_path_factory, sim_gaia_dir, small_camera):
+    """A 30-frame small-camera night (tracking, a cloud, a slew inside the chunk tree)."""
+    return simulate_night(tmp_path_factory.mktemp("rt_night"), n_frames=N_FRAMES, camera=small_camera,
+                          gaia_dir=sim_gaia_dir, fields=((150.0, 30.0), (153.0, 31.0)),
+                          slew_after=SLEW_AFTER)
+
+
+@pytest.fixture(scope="session")
+def cpu():
+    from pc_gpu.backend import get_backend
+
+    return get_backend("cpu")
+
+
+def drop(night, i, watchdir):
+    """Land frame i in `watchdir` as a camera would: the .wcs, then the FITS appearing whole."""
+    shutil.copy(night.wcs[i], watchdir)
+    name = os.path.basename(night.raw[i])
+    tmp = os.path.join(watchdir, "." + name + ".part")
+    shutil.copy(night.raw[i], tmp)
+    os.replace(tmp, os.path.join(watchdir, name))
+    return name
+
+
+def open_bytes(path):
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def read_ledger(outdir):
+    with open(os.path.join(outdir, LEDGER_NAME)) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def outcomes(events):
+    return [e for e in events if e["event"] in ("done", "skipped", "failed")]
+
+
+def expected_records(outdir, events):
+    """{frame: telemetry fields recomputed from its summary file} for every done frame."""
+    import fitsio
+
+    out = {}
+    for e in events:
+        if e["event"] != "done":
+            continue
+        summary = [p for p in e["outputs"] if p.endswith("-summary.fits")][0]
+        zps = fitsio.read(summary, ext="ZEROPOINTS")
+        sky = fitsio.read(summary, ext="SKY")
+        rec = telemetry_record(zps, sky, "", standard_aperture=0)
+        rec.pop("timestamp")
+        out[e["frame"]] = rec
+    return out
+
+
+def same(a, b):
+    if isinstance(a, str) or isinstance(b, str):
+        return str(a) == str(b)
+    return np.isclose(float(a), float(b), rtol=1e-12, atol=0)
+
+
+def check_telemetry(client, outdir, *, n_done):
+    """The stream holds one entry per done frame, in order, equal to its summary; the hash
+    holds the last one."""
+    events = read_ledger(outdir)
+    expected = expected_records(outdir, events)
+    done_order = [e["frame"] for e in events if e["event"] == "done"]
+    assert len(done_order) == n_done == len(set(done_order))
+    entries = client.xrange(f"{KEY}:history")
+    frames = [f["frame"] for _, f in entries]
+    assert frames == done_order  # every reduced frame once, in order: none lost or duplicated
+    assert [int(f["seq"]) for _, f in entries] == sorted(int(f["seq"]) for _, f in entries)
+    for _, fields in entries:
+        for k, v in expected[fields["frame"]].items():
+            assert same(fields[k], v), (fields["frame"], k)
+    latest = client.hgetall(KEY)
+    for k, v in expected[done_order[-1]].items():
+        assert same(latest[k], v), k
+    assert latest["timestamp"] == entries[-1][1]["timestamp"]
+    return entries
+
+
+def make_service(tmp_path, night, small_camera, cpu, redis_server, **service):
+    watchdir = tmp_path / "watch"
+    watchdir.mkdir(exist_ok=True)
+    run = RunOptions(outdir=str(tmp_path / "out"), write_detrended=False, nightly_subdir=True,
+                     one_aper=True, check_tcs_motion=True, send_redis=True, max_zp_radius=1200.0,
+                     device="cpu")
+    settings = RedisSettings(host="127.0.0.1", port=redis_server.port, key=KEY)
+    return RealtimeService(run, ServiceOptions(watchdir=str(watchdir), use_events=False, **service),
+                           camera=small_camera, meta_dir=night.meta_dir, gaia_dir=night.gaia_dir,
+                           backend=cpu, redis_settings=settings)
+
+
+# --- units ---------------------------------------------------------------------------------------
+
+def test_ledger_replay_resume_and_torn_line(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    led = Ledger(path)
+    sid = led.service_id
+    seq, stream_id = led.next_ids(1000)
+    assert (seq, stream_id) == (1, "1000-0")
+    led.append("start", frame="a.fits", seq=seq, stream_id=stream_id)
+    led.append("telemetry", frame="a.fits", seq=seq, stream_id=stream_id, record={"zp_adu_per_s": 17.5})
+    led.append("done", frame="a.fits", reason="")
+    led.append("start", frame="b.fits", seq=2, stream_id="1001-0")
+    led.close()
+    with open(path, "a") as fh:
+        fh.write('{"event": "done", "fra')   # a crash mid-write
+    again = Ledger(path)
+    assert again.service_id == sid
+    assert again.outcome("a.fits")["event"] == "done"
+    assert list(again.in_hand) == ["b.fits"] and again.starts["b.fits"] == 1
+    assert list(again.pending) == [1]
+    assert again.next_ids(5) == (3, "1002-0")  # never backwards, even if the clock is
+    again.append("delivered", seq=1, stream_id="1000-0")
+    again.close()
+    with Ledger(path) as last:
+        assert not last.pending
+    assert path.read_text().endswith("\n")
+
+
+def test_inspect_frame_states(tmp_path, night, small_camera):
+    raw = night.raw[0]
+    data = open_bytes(raw)
+    d = tmp_path
+    shutil.copy(raw, d / "ok.fits")
+    assert inspect_frame(str(d / "ok.fits"), small_camera)[0] == WAIT  # no .wcs yet
+    shutil.copy(night.wcs[0], d / "ok.wcs")
+    assert inspect_frame(str(d / "ok.fits"), small_camera) == (READY, "complete")
+    for name, content in (("empty", b""), ("start", data[:5]), ("header", data[:1000]),
+                          ("half", data[: len(data) // 2]), ("short", data[:-2880])):
+        (d / f"{name}.fits").write_bytes(content)
+        shutil.copy(night.wcs[0], d / f"{name}.wcs")
+        state, reason = inspect_frame(str(d / f"{name}.fits"), small_camera)
+        assert state == WAIT, (name, reason)
+    (d / "junk.fits").write_bytes(os.urandom(5000))
+    assert inspect_frame(str(d / "junk.fits"), small_camera)[0] == BAD
+    state, reason = inspect_frame(raw, EL_NINO)
+    assert state == BAD and "3296 x 2472" in reason
+
+
+def test_redis_settings_from_url_hide_password():
+    s = redis_settings({"REDISURL": "rediss://user:s3cr%40t@db.example:6380/3", "REDISKEY": "k"})
+    assert (s.host, s.port, s.db, s.key, s.ssl, s.username, s.password) == (
+        "db.example", 6380, 3, "k", True, "user", "s3cr@t")
+    assert "s3cr" not in repr(s) and "s3cr" not in s.description()
+    s = redis_settings({"REDISURL": "redis://h", "REDISPASSWORD": "pw"})
+    assert (s.port, s.db, s.ssl, s.password, s.key) == (6379, 0, False, "pw", "pointing_camera")
+    s = redis_settings({"REDISHOST": "h2", "REDISPORT": "7000"})
+    assert (s.host, s.port) == ("h2", 7000)
+    from pc_gpu.errors import InputError
+
+    with pytest.raises(InputError):
+        redis_settings({"REDISURL": "http://h"})
+
+
+def test_command_line_defaults_are_the_original_realtime_ones(tmp_path):
+    args = parse_args([str(tmp_path), "--outdir", str(tmp_path / "o"), "--multiproc", "2"])
+    run, service = options_from_args(args)
+    assert (run.nightly_subdir, run.one_aper, run.check_tcs_motion, run.send_redis,
+            run.write_detrended, run.checkplot, run.max_zp_radius, run.threads) == (
+        True, True, True, True, False, True, 1200.0, 2)
+    args = parse_args(["--meta_dir", "m", str(tmp_path), "--outdir", "o", "--no_nightly_subdir",
+                       "--all_apers", "--no_check_tcs_motion", "--dont_send_redis", "--write_detrended",
+                       "--skip_checkplot", "--no_max_zp_radius", "--no_events"])
+    run, service = options_from_args(args)
+    assert args.meta_dir == "m" and args.watchdir == str(tmp_path)
+    assert (run.nightly_subdir, run.one_aper, run.check_tcs_motion, run.send_redis,
+            run.write_detrended, run.checkplot, run.max_zp_radius, service.use_events) == (
+        False, False, False, False, True, False, None, False)
+    assert "--no_check_tcs_motion" in build_parser().format_help()
+
+
+def test_redelivery_after_crash_adds_nothing(tmp_path, redis_server, redis_client):
+    settings = RedisSettings(host="127.0.0.1", port=redis_server.port, key=KEY)
+    path = tmp_path / "ledger.jsonl"
+    led = Ledger(path)
+    pub = TelemetryPublisher(settings, led)
+    for i in range(3):
+        seq, sid = led.next_ids(time.time() * 1000)
+        led.append("start", frame=f"f{i}.fits", seq=seq, stream_id=sid)
+        pub.enqueue(f"f{i}.fits", seq, sid, {"zp_adu_per_s": 17.0 + i, "flag": 0})
+    assert pub.flush() == 3
+    pub.close()
+    led.close()
+    # a crash after XADD but before the 'delivered' events reached the disk
+    lines = [ln for ln in path.read_text().splitlines(keepends=True) if '"delivered"' not in ln]
+    path.write_text("".join(lines))
+    led = Ledger(path)
+    assert len(led.pending) == 3
+    pub = TelemetryPublisher(settings, led)
+    assert pub.flush() == 3 and not led.pending
+    pub.close()
+    led.close()
+    entries = redis_client.xrange(f"{KEY}:history")
+    assert [f["frame"] for _, f in entries] == ["f0.fits", "f1.fits", "f2.fits"]
+    assert redis_client.hget(KEY, "zp_adu_per_s") == "19.0"
+
+
+# --- whole nights, in process ------------------------------------------------------------------
+
+def test_night_each_frame_once_with_redis_outage(tmp_path, night, small_camera, cpu, redis_server,
+                                                 redis_client):
+    """30 frames one by one; Redis down for frames 8-15 (records queued, then delivered)."""
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server)
+    watchdir = svc.service_options.watchdir
+    try:
+        for i in range(N_FRAMES):
+            if i == 8:
+                redis_client.save()   # the server keeps its data across the restart
+                redis_server.stop()
+            if i == 16:
+                redis_server.start()
+            drop(night, i, watchdir)
+            processed, waiting = svc.poll_once()
+            assert (processed, waiting) == (1, 0)
+            if 8 <= i < 16:
+                assert svc.publisher.n_pending == i - 7
+            if i == 16:   # delivered, in order, at the first retry after Redis is back
+                wait_for(svc.publisher.due, 5, "the retry")
+                svc.tick()
+                assert svc.publisher.n_pending == 0
+        assert svc.poll_once() == (0, 0)   # nothing is reduced twice
+    finally:
+        if redis_server.proc is None:
+            redis_server.start()
+        svc.close()
+    outdir = str(tmp_path / "out")
+    events = read_ledger(outdir)
+    final = outcomes(events)
+    assert [e["frame"] for e in final] == [os.path.basename(p) for p in night.raw]
+    skipped = [e for e in final if e["event"] == "skipped"]
+    # the frame after the slew has ZPFLAG = 1: skipped by the TCS check, so it has no files and
+    # no telemetry (the stream holds the 29 reduced frames; the ledger says why it is absent)
+    assert [e["frame"] for e in skipped] == [os.path.basename(night.raw[SLEW_AFTER])]
+    assert "ZPFLAG" in skipped[0]["reason"]
+    assert sum(e["event"] == "done" for e in final) == N_FRAMES - 1
+    client = redis_server.client()
+    entries = check_telemetry(client, outdir, n_done=N_FRAMES - 1)
+    assert len(entries) == N_FRAMES - 1
+    # nightly subdirectory, standard outputs only (no detrended image), nothing temporary
+    night_dir = os.path.join(outdir, "20210611")
+    files = sorted(os.listdir(night_dir))
+    assert len(files) == 2 * (N_FRAMES - 1)
+    assert all(f.endswith(("-summary.fits", "-zp.png")) for f in files)
+    hb = client.hgetall(f"{KEY}:heartbeat")
+    assert hb["state"] == "stopped" and int(hb["frames_done"]) == N_FRAMES - 1
+    assert hb["last_frame"] == os.path.basename(night.raw[-1])
+    assert 0 < client.ttl(f"{KEY}:heartbeat") <= 30
+
+
+def test_corrupt_and_half_written_frames(tmp_path, night, small_camera, cpu, redis_server, redis_client):
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server)
+    watchdir = svc.service_options.watchdir
+    half = os.path.basename(night.raw[3])
+    data = open_bytes(night.raw[3])
+    try:
+        for i in range(3):
+            drop(night, i, watchdir)
+        with open(os.path.join(watchdir, "corrupt.fits"), "wb") as fh:
+            fh.write(b"SIMPLE  =                    T" + os.urandom(6000))
+        shutil.copy(night.wcs[0], os.path.join(watchdir, "corrupt.wcs"))
+        fitsio.write(os.path.join(watchdir, "wrongsize.fits"), np.zeros((100, 120), np.uint16))
+        shutil.copy(night.wcs[0], os.path.join(watchdir, "wrongsize.wcs"))
+        shutil.copy(night.wcs[3], watchdir)
+        with open(os.path.join(watchdir, half), "wb") as fh:
+            fh.write(data[: len(data) // 2])
+        assert svc.poll_once() == (3, 1)   # 3 good frames; the half-written one waits
+        for i in range(4, 7):
+            drop(night, i, watchdir)
+            assert svc.poll_once() == (1, 1)
+        with open(os.path.join(watchdir, half), "ab") as fh:
+            fh.write(data[len(data) // 2:])
+        assert svc.poll_once() == (1, 0)
+        assert svc.poll_once() == (0, 0)
+    finally:
+        svc.close()
+    final = outcomes(read_ledger(str(tmp_path / "out")))
+    by_frame = {e["frame"]: e for e in final}
+    assert len(by_frame) == len(final) == 9
+    assert by_frame["corrupt.fits"]["event"] == "failed"
+    assert "corrupt" in by_frame["corrupt.fits"]["reason"]
+    assert by_frame["wrongsize.fits"]["event"] == "failed"
+    assert "expected 600 x 450" in by_frame["wrongsize.fits"]["reason"]
+    assert by_frame[half]["event"] == "done"
+    assert sum(e["event"] == "done" for e in final) == 7
+
+
+def test_interrupted_frame_is_cleaned_and_reduced_once(tmp_path, night, small_camera, cpu, redis_server,
+                                                       redis_client):
+    """A crash mid-frame leaves a 'start' and maybe partial files: the restart removes them and
+    reduces the frame with the same sequence number (its telemetry is not duplicated)."""
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server)
+    watchdir = svc.service_options.watchdir
+    for i in range(2):
+        drop(night, i, watchdir)
+    assert svc.poll_once() == (2, 0)
+    name = drop(night, 2, watchdir)
+    seq, sid = svc.ledger.next_ids(time.time() * 1000)
+    svc.ledger.append("start", frame=name, seq=seq, stream_id=sid)
+    result = svc.reducer.reduce(os.path.join(watchdir, name))
+    svc.publisher.enqueue(name, seq, sid, svc._telemetry(result))
+    svc.publisher.flush()
+    night_dir = tmp_path / "out" / "20210611"
+    base = name[:-5]
+    (night_dir / f"{base}-summary.fits").write_bytes(b"partial")   # as if killed mid-publish
+    (night_dir / f".{base}-zp.abc123.tmp.png").write_bytes(b"partial")
+    svc.close()   # stands in for the SIGKILL: nothing after the telemetry was recorded
+
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server)
+    assert not (night_dir / f".{base}-zp.abc123.tmp.png").exists()
+    assert svc.poll_once() == (1, 0)
+    svc.close()
+    events = read_ledger(str(tmp_path / "out"))
+    assert [e["frame"] for e in outcomes(events)] == [os.path.basename(p) for p in night.raw[:3]]
+    starts = [e for e in events if e["event"] == "start" and e["frame"] == name]
+    assert len(starts) == 2 and starts[0]["seq"] == starts[1]["seq"] == seq
+    check_telemetry(redis_server.client(), str(tmp_path / "out"), n_done=3)
+    assert not [f for f in os.listdir(night_dir) if f.startswith(".")]
+
+
+# --- the real service process --------------------------------------------------------------------
+
+def start_service(tmp_path, night, redis_server, *extra):
+    env = {**os.environ, **redis_server.environ(KEY), "NUMBA_NUM_THREADS": "2"}
+    cmd = [sys.executable, "-m", "pc_gpu.realtime", str(tmp_path / "watch"), "--outdir", str(tmp_path / "out"),
+           "--meta_dir", night.meta_dir, "--gaia_dir", night.gaia_dir, "--device", "cpu",
+           "--camera_nx", "600", "--camera_ny", "450", "--poll_seconds", "0.5", *extra]
+    with open(tmp_path / "service.log", "ab") as log:
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(predicate, timeout, what, proc=None):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"service exited with {proc.returncode} while waiting for {what}")
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def n_outcomes(tmp_path):
+    path = tmp_path / "out" / LEDGER_NAME
+    if not path.exists():
+        return 0
+    return sum('"event":"done"' in ln or '"event":"skipped"' in ln or '"event":"failed"' in ln
+               for ln in path.read_text().splitlines())
+
+
+def test_service_process_sigkill_restart_sigterm(tmp_path, night, redis_server, redis_client):
+    (tmp_path / "watch").mkdir()
+    watchdir = str(tmp_path / "watch")
+    proc = start_service(tmp_path, night, redis_server)
+    try:
+        wait_for(lambda: redis_client.hget(f"{KEY}:heartbeat", "state") == "running", 120,
+                 "the service to start", proc)
+        for i in range(12):
+            drop(night, i, watchdir)
+            wait_for(lambda: n_outcomes(tmp_path) == i + 1, 30, f"frame {i}", proc)
+        # kill it with a frame in hand if we can catch one, else between frames
+        for i in range(12, 15):
+            drop(night, i, watchdir)
+        ledger = tmp_path / "out" / LEDGER_NAME
+
+        def in_hand():
+            lines = ledger.read_text().splitlines()
+            return lines and '"event":"start"' in lines[-1]
+        try:
+            wait_for(in_hand, 10, "a frame in hand")
+        except AssertionError:
+            pass
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        for i in range(15, 18):
+            drop(night, i, watchdir)   # frames landing while the service is down
+        proc = start_service(tmp_path, night, redis_server, "--no_events")
+        wait_for(lambda: n_outcomes(tmp_path) == 18, 120, "the backlog after the restart", proc)
+        for i in range(18, N_FRAMES):
+            drop(night, i, watchdir)
+        wait_for(lambda: n_outcomes(tmp_path) == N_FRAMES, 60, "the rest of the night", proc)
+        wait_for(lambda: redis_client.xlen(f"{KEY}:history") == N_FRAMES - 1, 10, "the telemetry", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    events = read_ledger(str(tmp_path / "out"))
+    final = outcomes(events)
+    assert sorted(e["frame"] for e in final) == sorted(os.path.basename(p) for p in night.raw)  # each once
+    assert [e["event"] for e in final].count("done") == N_FRAMES - 1
+    check_telemetry(redis_client, str(tmp_path / "out"), n_done=N_FRAMES - 1)
+    assert redis_client.hget(f"{KEY}:heartbeat", "state") == "stopped"
+    leftovers = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "out") for f in fs
+                 if f.startswith(".") and f != ".pc-realtime.lock"]
+    assert not leftovers
+    for e in final:
+        for p in e.get("outputs", []):
+            assert os.path.getsize(p) > 0
+    log = (tmp_path / "service.log").read_text()
+    assert "Traceback" not in log
