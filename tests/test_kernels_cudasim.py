@@ -1,0 +1,106 @@
+"""The CUDA kernels agree with the CPU kernels: under numba's CUDA simulator (always, in a
+subprocess with NUMBA_ENABLE_CUDASIM=1 on a small frame) and on a real GPU (marked `gpu`,
+full-size frame, skipped without a usable GPU).
+
+Run as a script (``python tests/test_kernels_cudasim.py OUT.npz``) it computes every kernel
+with `get_backend('gpu')` and saves the results with numpy.savez.
+"""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+RADII = np.array([2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0])
+
+
+def make_inputs(ny=64, nx=64, n_stars=5, seed=0):
+    """A small frame: raw, calibrations, mask, star guesses."""
+    rng = np.random.default_rng(seed)
+    sig = 2.0 / 2.3548
+    yy, xx = np.mgrid[:ny, :nx]
+    sx, sy = rng.uniform(3, nx - 3, n_stars), rng.uniform(3, ny - 3, n_stars)
+    sky = np.full((ny, nx), 1300.0)
+    for x, y, f in zip(sx, sy, rng.uniform(2e4, 2e5, n_stars)):
+        sky += f * np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / sig**2) / (2 * np.pi * sig**2)
+    bias = rng.normal(100, 2, (ny, nx)).astype(np.float32)
+    dark = np.full((ny, nx), 0.09, np.float32)
+    flat = rng.uniform(0.9, 1.1, (ny, nx)).astype(np.float32)
+    raw = np.clip(rng.poisson(sky * flat) + bias + 0.09 * 20, 0, 16383).astype(np.uint16)
+    mask = (rng.random((ny, nx)) < 0.01).astype(np.uint8)
+    mask[10, :] = 1
+    guess_x, guess_y = sx + rng.normal(0, 0.8, n_stars), sy + rng.normal(0, 0.8, n_stars)
+    circle = np.flatnonzero((((xx - nx / 2 + 0.5) ** 2 + (yy - ny / 2 + 0.5) ** 2) <= (0.3 * nx) ** 2).ravel())
+    hy, hx = ny // 2, nx // 2
+    regions = [None, circle, (hy, ny, hx, nx), (hy, ny, 0, hx), (0, hy, 0, hx), (0, hy, hx, nx)]
+    return dict(raw=raw, bias=bias, dark=dark, flat=flat, mask=mask, x=guess_x, y=guess_y, regions=regions)
+
+
+def run_all(backend, inp):
+    """Every kernel on `backend`; a dict of host arrays."""
+    k, h = backend.kernels, backend.to_host
+    ny, nx = inp["raw"].shape
+    out = backend.xp.empty((ny, nx), np.float32)
+    k.detrend(backend.asarray(inp["raw"]), *(backend.asarray(inp[n]) for n in ("bias", "dark", "flat")), 20.0, out)
+    res = {"detrended": h(out).copy()}
+    k.apply_bad_pixel_gather(out, backend.gather_to_device(k.bad_pixel_gather(inp["mask"])))
+    res["badpix"] = h(out).copy()
+    regions = [r if r is None or isinstance(r, tuple) else backend.asarray(r) for r in inp["regions"]]
+    sky = k.sky_statistics_regions(out, regions)
+    res["sky_order"] = np.array([[s[0], s[1]] for s in sky], np.float32)
+    res["sky_mean"] = np.array([s[2] for s in sky])
+    res["sky_n"] = np.array([s[3] for s in sky])
+    cx, cy = nx / 2 + 0.5, ny / 2 + 0.5
+    xc, yc, q = k.recentroid(out, backend.asarray(inp["x"]), backend.asarray(inp["y"]), 8, 11, cx, cy, math.hypot(cx, cy))
+    res.update(xc=h(xc), yc=h(yc), q=h(q))
+    for sigclip in (False, True):
+        s, b, n, f = k.aperture_photometry(out, xc, yc, backend.asarray(RADII), 12.0, 20.0, sigclip)
+        res.update({f"sums{int(sigclip)}": h(s), f"bkg{int(sigclip)}": h(b), f"nann{int(sigclip)}": h(n),
+                    f"flags{int(sigclip)}": h(f)})
+    return res
+
+
+def compare(a, b):
+    """Assert GPU results `a` agree with CPU results `b`."""
+    for key in ("detrended", "badpix", "sky_order", "sky_n", "q", "nann0", "nann1", "flags0", "flags1"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    np.testing.assert_allclose(a["sky_mean"], b["sky_mean"], rtol=1e-12)
+    np.testing.assert_allclose(a["xc"], b["xc"], atol=1e-4)
+    np.testing.assert_allclose(a["yc"], b["yc"], atol=1e-4)
+    for key in ("sums0", "sums1", "bkg0", "bkg1"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
+
+
+def test_cuda_kernels_in_simulator_match_cpu(tmp_path):
+    from pc_gpu.backend import get_backend
+
+    path = tmp_path / "sim.npz"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, __file__, str(path)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(path) as f:
+        sim = {k: f[k] for k in f.files}
+    assert str(sim["backend"]) == "gpu-sim"
+    compare(sim, run_all(get_backend("cpu"), make_inputs()))
+
+
+@pytest.mark.gpu
+def test_cuda_kernels_on_gpu_match_cpu_full_frame():
+    from pc_gpu.backend import get_backend, gpu_problem
+
+    problem = gpu_problem()
+    if problem is not None:
+        pytest.skip(f"no usable GPU: {problem}")
+    inp = make_inputs(2472, 3296, n_stars=3000, seed=1)
+    compare(run_all(get_backend("gpu"), inp), run_all(get_backend("cpu"), inp))
+
+
+if __name__ == "__main__":
+    from pc_gpu.backend import get_backend
+
+    be = get_backend("gpu")
+    result = run_all(be, make_inputs())
+    np.savez(sys.argv[1], backend=np.array(be.name), **result)
