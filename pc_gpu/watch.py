@@ -24,6 +24,7 @@ READY, WAIT, BAD = "ready", "wait", "bad"
 _BLOCK = 2880
 _MAX_HEADER_BLOCKS = 200
 _PRINTABLE = bytes(range(0x20, 0x7F))
+_WAKE_EVENTS = ("created", "modified", "moved", "closed")
 
 
 def inspect_frame(path, camera):
@@ -156,8 +157,10 @@ class DirectoryWatcher:
         wake = self.wake
 
         class _Handler(FileSystemEventHandler):
+            # a file appearing, growing, finished or renamed in; not opens and reads (ours too)
             def on_any_event(self, event):
-                wake.set()
+                if event.event_type in _WAKE_EVENTS:
+                    wake.set()
 
         try:
             observer = Observer()
