@@ -37,18 +37,21 @@ class RawFrame:
     exptime_s: float
 
 
-def _open_fits(path):
+def _read_primary(path):
+    """(header, data) of the primary HDU, with any failure as an InputError naming the file."""
     from astropy.io import fits
 
     if not os.path.exists(path):
         raise InputError(path, "file not found")
     try:
-        with warnings.catch_warnings():
+        with open(path, "rb") as handle, warnings.catch_warnings():
             warnings.simplefilter("error")
-            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
-    except Exception as exc:  # astropy raises many kinds for a bad file
-        raise InputError(path, f"not a readable FITS file ({type(exc).__name__}: {exc})") from None
-    return hdul
+            with fits.open(handle, memmap=False) as hdul:
+                header = hdul[0].header.copy()
+                data = hdul[0].data
+    except Exception as exc:  # astropy raises many kinds for a bad or truncated file
+        raise InputError(path, f"not a readable FITS file, truncated? ({type(exc).__name__}: {exc})") from None
+    return header, data
 
 
 def exptime_seconds(header, path=None):
@@ -68,28 +71,17 @@ def exptime_seconds(header, path=None):
 def read_raw(path, camera):
     """Read and validate a raw frame (BITPIX 16 unsigned, camera-sized, positive exposure)."""
     path = os.fspath(path)
-    with _open_fits(path) as hdul:
-        hdu = hdul[0]
-        header = hdu.header
-        if header.get("NAXIS", 0) != 2:
-            raise InputError(path, f"primary HDU has NAXIS = {header.get('NAXIS')}, expected a 2-d image")
-        if header.get("BITPIX") != 16:
-            raise InputError(path, f"BITPIX = {header.get('BITPIX')}, expected 16 (unsigned via BZERO 32768)")
-        shape = (header.get("NAXIS2"), header.get("NAXIS1"))
-        if shape != camera.shape:
-            raise InputError(path, f"image is {shape[1]} x {shape[0]} pixels, expected "
-                                   f"{camera.nx} x {camera.ny} for camera {camera.name}")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                image = hdu.data
-        except Exception as exc:
-            raise InputError(path, f"image data unreadable, file truncated? ({exc})") from None
-        if image is None or image.shape != camera.shape:
-            raise InputError(path, "image data missing or truncated")
-        if image.dtype != np.uint16:
-            image = np.clip(image, 0, 65535).astype(np.uint16)
-        header = header.copy()
+    header, image = _read_primary(path)
+    if header.get("NAXIS", 0) != 2:
+        raise InputError(path, f"primary HDU has NAXIS = {header.get('NAXIS')}, expected a 2-d image")
+    if header.get("BITPIX") != 16:
+        raise InputError(path, f"BITPIX = {header.get('BITPIX')}, expected 16 (unsigned via BZERO 32768)")
+    if image is None or image.shape != camera.shape:
+        shape = None if image is None else image.shape[::-1]
+        raise InputError(path, f"image is {shape} pixels (x, y), expected {camera.nx} x {camera.ny} "
+                               f"for camera {camera.name}")
+    if image.dtype != np.uint16:
+        image = np.clip(image, 0, 65535).astype(np.uint16)
     exptime_s = exptime_seconds(header, path)
     return RawFrame(path=path, image=np.ascontiguousarray(image), header=header, exptime_s=exptime_s)
 
