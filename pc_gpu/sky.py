@@ -8,18 +8,18 @@ REGION_NAMES = ("full", "sci", "quad1", "quad2", "quad3", "quad4")
 
 
 def sky_regions(camera, backend):
-    """Region specifications for the kernels: None (whole image), a flat index array (the
-    science-field circle, radius <= camera.sci_fov_radius_pix about the image centre,
-    inclusive) on the device, or (row0, row1, col0, col1) for each quadrant 1..4."""
+    """The six sky regions of `REGION_NAMES`, prepared once for the backend's kernels: the
+    whole image, the science-field circle (radius <= camera.sci_fov_radius_pix about the image
+    centre, inclusive) and quadrants 1..4."""
     xc, yc = camera.centre
     y, x = np.ogrid[: camera.ny, : camera.nx]
     inside = (x - xc) ** 2 + (y - yc) ** 2 <= camera.sci_fov_radius_pix ** 2
-    regions = {"full": None, "sci": backend.asarray(np.flatnonzero(inside.ravel()))}
-    for q, (rows, cols) in enumerate(camera.quadrant_slices(), start=1):
+    specs = [None, np.flatnonzero(inside.ravel())]
+    for rows, cols in camera.quadrant_slices():
         r0, r1, _ = rows.indices(camera.ny)
         c0, c1, _ = cols.indices(camera.nx)
-        regions[f"quad{q}"] = (r0, r1, c0, c1)
-    return regions
+        specs.append((r0, r1, c0, c1))
+    return backend.kernels.prepare_sky_regions(camera.shape, specs, to_host=backend.to_host)
 
 
 def sky_statistics(image, regions, backend):
@@ -28,11 +28,8 @@ def sky_statistics(image, regions, backend):
     median = v[round(0.5 n)], sigma = (v[round(0.84 n)] - v[round(0.16 n)]) / 2 over the sorted
     values v, clipped mean = mean of values within median +- 5 sigma.
     """
-    out = {}
-    for name in REGION_NAMES:
-        median, sigma, mean, _ = backend.kernels.sky_order_statistics(image, regions[name])
-        out[name] = (float(median), float(sigma), float(mean))
-    return out
+    stats = backend.kernels.sky_statistics_regions(image, regions)
+    return {name: (float(m), float(s), float(c)) for name, (m, s, c, _) in zip(REGION_NAMES, stats)}
 
 
 def inter_quadrant_rms(quadrant_medians):
