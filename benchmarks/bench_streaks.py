@@ -1,0 +1,272 @@
+"""Streak detection benchmark: recall over a grid of injected streaks, false detections on clean
+frames, time per frame on the CPU backend, and acstools' `findsat_mrt` on the same frames.
+
+    python benchmarks/bench_streaks.py [--clean 100] [--grid-repeats 4] [--acstools N]
+
+Frames are full-size El Nino frames from `pc_gpu.sim` (demo field region, real + synthetic
+Gaia stars, bad pixels and columns, some with dome vignetting), detrended with the simulator's
+own calibrations. Streak SNR is the matched-filter (optimal) SNR of 100 pix of length:
+``SNR100 = F t sqrt(100) / sqrt(var_pix 2 sqrt(pi) sigma)`` with F the flux per pixel of length
+(ADU/s), t the exposure, sigma the streak's Gaussian width and var_pix the sky + dark + read
+variance (ADU^2). Matching: `pc_gpu.streaks.match_streaks` (angle within 2 deg, midpoint within
+5 pix of the truth line, covering half of its in-frame part).
+"""
+
+import argparse
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from pc_gpu.camera import EL_NINO
+from pc_gpu.sim import Region, build_chunk_tree, make_calibrations, simulate_frame
+from pc_gpu.sim.night import DEMO_DEC, DEMO_RA
+from pc_gpu.streaks import clip_segment, detect_streaks, match_streaks
+
+CAM = EL_NINO
+T = 20.0
+STAR_G_LIMIT = 15.16  # the pipeline's Gaia cut at 20 s
+
+
+def backend():
+    try:
+        from pc_gpu.backend import get_backend
+
+        return get_backend("cpu")
+    except ImportError:  # the backend module is not there yet: numpy stand-in
+        from types import SimpleNamespace
+
+        return SimpleNamespace(xp=np, asarray=np.asarray, to_host=np.asarray, name="cpu")
+
+
+def pixel_variance(cam=CAM, t=T):
+    read = float(np.mean(cam.read_noise_adu))
+    return (cam.dark_sky_adu_per_s + cam.dark_adu_per_s) * t / cam.gain_e_per_adu + read ** 2
+
+
+def flux_for_snr100(snr100, sigma, t=T):
+    """Flux per pixel of length (ADU/s) giving matched-filter SNR `snr100` over 100 pix."""
+    return snr100 * math.sqrt(pixel_variance() * 2 * math.sqrt(math.pi) * sigma) / (10.0 * t)
+
+
+def snr100_of(flux, sigma, t=T):
+    return flux * t * 10.0 / math.sqrt(pixel_variance() * 2 * math.sqrt(math.pi) * sigma)
+
+
+def detrended(frame, cal):
+    return ((frame.raw.astype(np.float32) - cal.bias - cal.dark * np.float32(T)) / cal.flat).astype(np.float32)
+
+
+def catalogue_stars(frame):
+    """Stars the pipeline would mask: in frame, G <= the 20 s cut, brightest 3000."""
+    tr = frame.truth
+    tr = tr[(tr["PHOT_G_MEAN_MAG"] <= STAR_G_LIMIT) & tr["IN_FRAME"]]
+    tr = tr[np.argsort(tr["G_PRIME"])][:3000]
+    return tr["X"], tr["Y"], tr["FLUX_ADU"]
+
+
+def grid_streaks(rng, lengths, snrs, repeats, bright_xy):
+    """One row per injected streak: X0, Y0, X1, Y1, SIGMA_PIX, FLUX, LENGTH, SNR100, KIND."""
+    rows = []
+    nx, ny = CAM.nx, CAM.ny
+    for L in lengths:
+        for s in snrs:
+            for r in range(repeats):
+                ang = rng.uniform(0, np.pi)
+                sigma = rng.uniform(0.9, 1.4)
+                kind = r % 4  # 0 inside, 1 leaving the frame, 2 across a bright star, 3 inside
+                if kind == 1 or L >= 3000:
+                    cx, cy = rng.uniform(0, nx), rng.uniform(0, ny)
+                    side = rng.integers(4)
+                    cx, cy = [(rng.uniform(0, 80), cy), (nx - rng.uniform(0, 80), cy),
+                              (cx, rng.uniform(0, 80)), (cx, ny - rng.uniform(0, 80))][side]
+                    kind = 1
+                elif kind == 2 and len(bright_xy):
+                    cx, cy = bright_xy[rng.integers(len(bright_xy))]
+                    cx += rng.uniform(-3, 3)
+                    cy += rng.uniform(-3, 3)
+                else:
+                    m = L / 2 + 20
+                    cx = rng.uniform(min(m, nx / 2), max(nx - m, nx / 2))
+                    cy = rng.uniform(min(m, ny / 2), max(ny - m, ny / 2))
+                    kind = 0
+                h = L / 2
+                rows.append((cx - h * math.cos(ang), cy - h * math.sin(ang), cx + h * math.cos(ang),
+                             cy + h * math.sin(ang), sigma, flux_for_snr100(s, sigma), L, s, kind))
+    return np.array(rows)
+
+
+def pack_frames(rows, rng, per_frame=4):
+    """Assign streaks to frames, a few per frame, avoiding close midpoints."""
+    order = rng.permutation(len(rows))
+    frames = []
+    for i in order:
+        mx, my = 0.5 * (rows[i, 0] + rows[i, 2]), 0.5 * (rows[i, 1] + rows[i, 3])
+        for f in frames:
+            if len(f) < per_frame and all(math.hypot(mx - 0.5 * (rows[j, 0] + rows[j, 2]),
+                                                     my - 0.5 * (rows[j, 1] + rows[j, 3])) > 300 for j in f):
+                f.append(i)
+                break
+        else:
+            frames.append([i])
+    return frames
+
+
+def run_findsat(image, mask_bad):
+    """acstools findsat_mrt (median Radon transform) on the detrended image, its documented
+    defaults but 2 processes; returns (TrailFinder, seconds)."""
+    from acstools.findsat_mrt import TrailFinder
+
+    img = np.where(mask_bad, np.nan, image).astype(np.float64)
+    img = img - np.nanmedian(img)
+    t0 = time.perf_counter()
+    tf = TrailFinder(img, processes=2, save_catalog=False, save_diagnostic=False)
+    tf.run_mrt()
+    tf.find_mrt_sources()
+    tf.filter_sources()
+    tf.make_mask()
+    return tf, time.perf_counter() - t0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clean", type=int, default=100, help="clean frames for false detections")
+    ap.add_argument("--grid-repeats", type=int, default=4, help="streaks per (length, SNR) cell")
+    ap.add_argument("--acstools", type=int, default=6, help="grid frames also given to findsat_mrt (0: none)")
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args(argv)
+    import numba
+
+    print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
+          f"{platform.machine()} {os.cpu_count()} cpus, numba threads {numba.get_num_threads()}")
+    work = args.workdir or tempfile.mkdtemp(prefix="bench_streaks_")
+    gaia = os.path.join(work, "gaia")
+    if not os.path.exists(gaia):
+        build_chunk_tree(gaia, regions=[Region(DEMO_RA, DEMO_DEC, 6.0)], synthetic=True, seed=0,
+                         overwrite=True)
+    be = backend()
+    cal = make_calibrations(CAM, seed=0)
+    rng = np.random.default_rng(2026)
+
+    # warm-up (numba compile, workspace)
+    fr = simulate_frame(gaia, DEMO_RA, DEMO_DEC, camera=CAM, calibrations=cal, seed=999)
+    img = detrended(fr, cal)
+    t0 = time.perf_counter()
+    detect_streaks(img, cal.mask, *catalogue_stars(fr)[:2], catalogue_stars(fr)[2], exptime_s=T, backend=be)
+    print(f"first call (compile or cache load): {time.perf_counter() - t0:.2f} s")
+
+    # ---- recall grid
+    lengths = (100, 200, 400, 1000, 2000, 4000)
+    snrs = (5, 7, 10, 15, 30, 100)
+    tr = fr.truth
+    bright = tr[(tr["PHOT_G_MEAN_MAG"] < 10.5) & (tr["EDGE_DIST_PIX"] > 100)]
+    rows = grid_streaks(rng, lengths, snrs, args.grid_repeats, list(zip(bright["X"], bright["Y"])))
+    frames = pack_frames(rows, rng)
+    found = np.zeros(len(rows), bool)
+    end_err, ang_err, times = [], [], []
+    acs_found, acs_total, acs_times, acs_error = 0, 0, [], None
+    n_false_grid = 0
+    for fi, idx in enumerate(frames):
+        fr = simulate_frame(gaia, DEMO_RA, DEMO_DEC, camera=CAM, calibrations=cal, seed=1000 + fi,
+                            streaks=[tuple(rows[i, :6]) for i in idx], dome=(fi % 5 == 4))
+        img = detrended(fr, cal)
+        x, y, f = catalogue_stars(fr)
+        t0 = time.perf_counter()
+        res = detect_streaks(img, cal.mask, x, y, f, exptime_s=T, backend=be, wcs=fr.wcs)
+        times.append(time.perf_counter() - t0)
+        m = match_streaks(res.table, [tuple(rows[i, :4]) for i in idx], img.shape)
+        n_false_grid += len(res.table) - sum(k >= 0 for k in m)
+        for i, k in zip(idx, m):
+            if k < 0:
+                continue
+            found[i] = True
+            d = res.table[k]
+            c = clip_segment(*rows[i, :4], CAM.nx, CAM.ny)
+            inside = [(rows[i, 0], rows[i, 1]), (rows[i, 2], rows[i, 3])]
+            for ex, ey in inside:
+                if 0 <= ex <= CAM.nx - 1 and 0 <= ey <= CAM.ny - 1:
+                    end_err.append(min(math.hypot(d["x0"] - ex, d["y0"] - ey), math.hypot(d["x1"] - ex, d["y1"] - ey)))
+            Lc = math.hypot(c[2] - c[0], c[3] - c[1])
+            if Lc > 300:
+                a_t = math.degrees(math.atan2(rows[i, 3] - rows[i, 1], rows[i, 2] - rows[i, 0])) % 180
+                ang_err.append(abs((d["angle_pix_deg"] - a_t + 90) % 180 - 90))
+        if fi < args.acstools and acs_error is None:
+            try:
+                tf, dt = run_findsat(img, cal.mask != 0)
+                acs_times.append(dt)
+                acs_total += len(idx)
+                acs_found += _match_acs(tf, [tuple(rows[i, :4]) for i in idx])
+            except Exception as exc:  # report whatever stops the peer
+                acs_error = f"{type(exc).__name__}: {exc}"
+    snr_col, len_col = rows[:, 7], rows[:, 6]
+    print("\nrecall by SNR per 100 pix (rows) and length (columns), pc_gpu:")
+    print("SNR100 " + " ".join(f"{L:>6.0f}" for L in lengths) + "    all")
+    for s in snrs:
+        sel = snr_col == s
+        cells = [found[sel & (len_col == L)].mean() for L in lengths]
+        print(f"{s:>6.0f} " + " ".join(f"{c:6.2f}" for c in cells) + f" {found[sel].mean():6.2f}")
+    strong = snr_col >= 10
+    print(f"recall for SNR100 >= 10: {found[strong].mean():.3f} ({found[strong].sum()}/{strong.sum()})")
+    for kind, name in ((0, "inside"), (1, "leaving the frame"), (2, "across a bright star")):
+        sel = strong & (rows[:, 8] == kind)
+        if sel.any():
+            print(f"  {name}: {found[sel].mean():.3f} ({found[sel].sum()}/{sel.sum()})")
+    e = np.array(end_err)
+    a = np.array(ang_err)
+    print(f"in-frame endpoint error (pix): median {np.median(e):.2f}, 90% {np.percentile(e, 90):.2f}, "
+          f"within 3 pix {np.mean(e <= 3):.3f} (n={e.size})")
+    print(f"angle error for length > 300 pix (deg): median {np.median(a):.3f}, max {a.max():.3f}, "
+          f"within 0.2 deg {np.mean(a <= 0.2):.3f} (n={a.size})")
+    print(f"unmatched detections on the grid frames: {n_false_grid} in {len(frames)} frames")
+    print(f"time per frame (with streaks): median {np.median(times):.3f} s, best {np.min(times):.3f} s")
+    if acs_error:
+        print(f"acstools findsat_mrt failed: {acs_error}")
+    elif acs_total:
+        print(f"acstools findsat_mrt on {len(acs_times)} of these frames: recall (all SNRs) "
+              f"{acs_found}/{acs_total}, time per frame median {np.median(acs_times):.2f} s")
+
+    # ---- clean frames
+    n_false, ctimes = 0, []
+    for k in range(args.clean):
+        ra = DEMO_RA + rng.uniform(-3, 3)
+        dec = DEMO_DEC + rng.uniform(-3, 3)
+        fr = simulate_frame(gaia, ra, dec, rotation_deg=rng.uniform(0, 360), camera=CAM,
+                            calibrations=cal, seed=5000 + k, dome=(k % 3 == 0))
+        img = detrended(fr, cal)
+        x, y, f = catalogue_stars(fr)
+        t0 = time.perf_counter()
+        res = detect_streaks(img, cal.mask, x, y, f, exptime_s=T, backend=be)
+        ctimes.append(time.perf_counter() - t0)
+        n_false += len(res.table)
+        for r in res.table:
+            print(f"  false detection in clean frame {k}: ({r['x0']:.0f}, {r['y0']:.0f}) - "
+                  f"({r['x1']:.0f}, {r['y1']:.0f}), snr {r['snr']:.1f}")
+    if args.clean:
+        print(f"clean frames: {n_false} false detections in {args.clean} frames (a third with dome "
+              f"vignetting); time per frame median {np.median(ctimes):.3f} s, best {np.min(ctimes):.3f} s")
+    return 0
+
+
+def _match_acs(tf, truth):
+    """Count truth streaks matched by findsat_mrt's mask (half the in-frame truth pixels masked)."""
+    mask = np.asarray(tf.mask, bool)
+    ny, nx = mask.shape
+    n = 0
+    for (x0, y0, x1, y1) in truth:
+        c = clip_segment(x0, y0, x1, y1, nx, ny)
+        if c is None:
+            continue
+        L = max(int(math.hypot(c[2] - c[0], c[3] - c[1])), 2)
+        xs = np.clip(np.rint(np.linspace(c[0], c[2], L)).astype(int), 0, nx - 1)
+        ys = np.clip(np.rint(np.linspace(c[1], c[3], L)).astype(int), 0, ny - 1)
+        if mask[ys, xs].mean() >= 0.5:
+            n += 1
+    return n
+
+
+if __name__ == "__main__":
+    sys.exit(main())
