@@ -423,7 +423,7 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
                    sky_adu_per_s=None, sky_gradient=0.0, fwhm_pix=2.0, fwhm_corner_pix=2.5,
                    sip=False, n_streaks=0, dome=False, zpflag=False, proper_motion=False,
                    noise=True, max_g=15.5, min_g=None, bad_pixels=True, pointing_ra_dec=None,
-                   keep_signal=False):
+                   keep_signal=False, streaks=None):
     """Render one raw frame of the sky in `gaia_dir` for a pointing.
 
     Parameters
@@ -478,6 +478,10 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
         REAL_RA/REAL_DEC are always the true centre.
     keep_signal : bool
         Keep the noiseless detrended signal (ADU/s) on the result.
+    streaks : array_like or None
+        Streaks to render as they are, rows (X0, Y0, X1, Y1, SIGMA_PIX,
+        FLUX_ADU_PER_S_PER_PIX) in pixels (ends may lie outside the frame) and ADU/s per pixel
+        of length; they replace the `n_streaks` random ones.
 
     Returns
     -------
@@ -558,7 +562,15 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
     yy = np.arange(ny, dtype=np.float32)[:, None]
     sky = np.float32(sky0) * (1 + np.float32(sky_gradient) * (yy - np.float32(yc)) / np.float32(ny))
     signal += sky
-    streaks = _random_streaks(rng, int(n_streaks), camera)
+    if streaks is None:
+        streaks = _random_streaks(rng, int(n_streaks), camera)
+    else:
+        given = np.atleast_2d(np.asarray([tuple(r) for r in streaks] if len(streaks) else
+                                         np.zeros((0, 6)), dtype=np.float64))
+        streaks = np.zeros(len(given), dtype=_random_streaks(rng, 0, camera).dtype)
+        for i, name in enumerate(streaks.dtype.names):
+            streaks[name] = given[:, i]
+        n_streaks = len(streaks)
     _render_streaks(signal, streaks, camera)
     if dome:
         gx = np.arange(nx, dtype=np.float32)[None, :]
