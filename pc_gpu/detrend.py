@@ -28,9 +28,9 @@ class DeviceCalibrations:
     source: str
 
 
-def prepare_calibrations(calibrations, backend):
-    """Move `rawio.Calibrations` to the backend's device and precompute the bad-pixel gather."""
-    gather = backend.kernels.bad_pixel_gather(np.asarray(calibrations.mask))
+def prepare_calibrations(calibrations, gather, backend):
+    """Move `rawio.Calibrations` and the bad-pixel gather (`kernels.common.bad_pixel_gather`)
+    to the backend's device."""
     return DeviceCalibrations(
         bias=backend.asarray(calibrations.bias),
         dark=backend.asarray(calibrations.dark),

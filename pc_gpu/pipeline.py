@@ -13,6 +13,7 @@ import numpy as np
 
 from . import __version__
 from .camera import EL_NINO
+from .calibcache import load_calibrations
 from .catalog import catalog_table
 from .centroid import max_centroid_shift, recentroid, wrong_source_flags
 from .detrend import detrend, dome_flag, prepare_calibrations
@@ -21,7 +22,7 @@ from .gaia import field_healpix, read_gaia_chunks, star_list
 from .obstime import local_datetime, mjd_obs, observing_night, telemetry_timestamp
 from .outputs import check_outputs_free, output_paths, publish
 from .photometry import aperture_photometry
-from .rawio import read_calibrations, read_raw, read_wcs, wcs_path_for
+from .rawio import read_raw, read_wcs, wcs_path_for
 from .sky import inter_quadrant_rms, sky_regions, sky_statistics
 from .tables import FrameInfo, sky_table, zeropoints_table
 from .zeropoints import zeropoint_rows, zeropoint_stars
@@ -130,8 +131,9 @@ class Reducer:
     def calibrations(self):
         """Device calibrations, read once."""
         if self._calibrations is None:
-            calib = read_calibrations(self.meta_dir, self.camera, allow_fallback=self.options.calib_fallback)
-            self._calibrations = prepare_calibrations(calib, self.backend)
+            calib, gather = load_calibrations(self.meta_dir, self.camera,
+                                              allow_fallback=self.options.calib_fallback)
+            self._calibrations = prepare_calibrations(calib, gather, self.backend)
             self._regions = sky_regions(self.camera, self.backend)
             log.info("calibrations from %s (%d static bad pixels)%s", calib.source,
                      self._calibrations.n_bad_pixels,
