@@ -40,3 +40,18 @@ def small_field(tmp_path_factory, sim_gaia_dir, small_camera):
     """A small simulated frame of the demo field (seed 0, default options)."""
     return make_demo_field(tmp_path_factory.mktemp("small_field"), seed=0, gaia_dir=sim_gaia_dir,
                            camera=small_camera)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """Keep the calibration cache of the test run out of the user's ~/.cache."""
+    import os
+
+    path = str(tmp_path_factory.mktemp("cache"))
+    old = os.environ.get("PC_GPU_CACHE_DIR")
+    os.environ["PC_GPU_CACHE_DIR"] = path
+    yield path
+    if old is None:
+        os.environ.pop("PC_GPU_CACHE_DIR", None)
+    else:
+        os.environ["PC_GPU_CACHE_DIR"] = old
