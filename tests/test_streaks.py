@@ -257,7 +257,7 @@ def test_empty_table_and_star_flags():
     t = np.zeros(1, STREAK_DTYPE)
     t[0]["x0"], t[0]["y0"], t[0]["x1"], t[0]["y1"] = 0, 0, 100, 0
     t[0]["length_pix"], t[0]["width_fwhm_pix"] = 100, 2.5
-    flags = stars_on_streaks([50, 50, 110, 105], [5, 20, 0, 3], t, radius_pix=8.0)
+    flags = stars_on_streaks([50, 50, 115, 105], [5, 20, 0, 3], t, radius_pix=8.0)
     assert flags.tolist() == [True, False, False, True]
     assert not stars_on_streaks([1.0], [1.0], empty_streak_table()).any()
 

@@ -286,15 +286,20 @@ CPU = _CpuStreakKernels()
 # --------------------------------------------------------------------------- CUDA target
 
 _cuda_cache = {}
+cuda = None  # numba.cuda, imported on first use by `cuda_kernels`
 
 
 def cuda_kernels():
     """Launchers of the CUDA-compiled streak kernels (built on first use; numba's CUDA target,
     or its simulator under NUMBA_ENABLE_CUDASIM=1). Arrays may be device arrays (cupy) or, in
     the simulator, numpy arrays."""
+    global cuda
     if "k" in _cuda_cache:
         return _cuda_cache["k"]
-    from numba import cuda
+    # a module global, not a local: numba's simulator swaps the `cuda` module in kernels' globals
+    from numba import cuda as _cuda_module
+
+    cuda = _cuda_module
 
     dev = cuda.jit(device=True)
     block_sum_d = dev(block_sum_one)
