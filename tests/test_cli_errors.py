@@ -160,3 +160,12 @@ def test_console_script_help_and_exit_status(frame, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1 and ".wcs" in proc.stderr
     assert not (tmp_path / "o").exists() or os.listdir(tmp_path / "o") == []
+
+
+def test_redis_down_still_writes_files_and_exit_says_so(frame, tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("REDISHOST", "127.0.0.1")
+    monkeypatch.setenv("REDISPORT", "1")  # nothing listens there
+    rc, messages, files = _run(frame, tmp_path, caplog, "--send_redis", "--dont_write_detrended")
+    assert rc == 3
+    assert "redis" in messages and "127.0.0.1:1" in messages
+    assert len(files) == 2 and any(f.endswith("-summary.fits") for f in files)
