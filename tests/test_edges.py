@@ -96,3 +96,19 @@ def test_send_telemetry_unreachable_raises_telemetry_error():
     settings = RedisSettings(host="127.0.0.1", port=1, key="pc_test")
     with pytest.raises(TelemetryError, match="127.0.0.1:1"):
         send_telemetry({"flag": 0}, settings, timeout_s=0.5)
+
+
+def test_nearest_guess_equals_kdtree():
+    from scipy.spatial import cKDTree
+
+    from pc_gpu.centroid import nearest_guess, wrong_source_flags
+
+    rng = np.random.default_rng(3)
+    for n, spread in ((1, 1.0), (50, 3.0), (3000, 4.5)):
+        xg, yg = rng.uniform(0, 3296, n), rng.uniform(0, 2472, n)
+        xg[: n // 10], yg[: n // 10] = xg[n // 10: 2 * (n // 10)] + 1.0, yg[n // 10: 2 * (n // 10)]  # close pairs
+        x, y = xg + rng.uniform(-spread, spread, n), yg + rng.uniform(-spread, spread, n)
+        _, expected = cKDTree(np.column_stack([xg, yg])).query(np.column_stack([x, y]))
+        np.testing.assert_array_equal(nearest_guess(xg, yg, x, y), expected)
+        assert wrong_source_flags(xg, yg, x, y).sum() == np.sum(expected != np.arange(n))
+    assert len(wrong_source_flags(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))) == 0
