@@ -7,8 +7,16 @@ __all__ = ["zeropoint_stars", "zeropoint", "zeropoint_rows"]
 
 def zeropoint_stars(catalog, camera):
     """Boolean mask of stars fit for zeropoints: unsaturated, raw centre below the camera's
-    zeropoint saturation level, no centroid or wrong-source flag, not too far out, finite G/BP/RP."""
+    zeropoint saturation level, no centroid or wrong-source flag, not too far out, finite G/BP/RP,
+    and not on a satellite streak (when the catalogue has `on_streak`)."""
     c = catalog
+    good = _usable(c, camera)
+    if "on_streak" in c.dtype.names:
+        good &= c["on_streak"] == 0
+    return good
+
+
+def _usable(c, camera):
     return ((c["centroid_pixel_saturated"] == 0)
             & (c["centroid_raw_pixel_val"] < camera.zp_saturation_adu)
             & ~c["centroid_shift_flag"].astype(bool)
@@ -48,22 +56,28 @@ def zeropoint_rows(catalog, camera, *, n_apertures):
     NaN values and n_sources_for_zp = 0.
     """
     good = zeropoint_stars(catalog, camera)
+    g_prime, m_inst = catalog["G_PRIME"], catalog["m_inst"]
+    bp_rp, gmag = catalog["BP_RP"], catalog["PHOT_G_MEAN_MAG"]
+    in_sci = catalog["in_science_fov"] != 0
     rows = []
     for quadrant in range(5):
         region = good if quadrant == 0 else good & (catalog["quadrant"] == quadrant)
+        selections = [(0, np.flatnonzero(region))]
+        if quadrant == 0:
+            selections.append((1, np.flatnonzero(region & in_sci)))
+        medians = {}
+        for sci_only, idx in selections:
+            if len(idx):
+                finite_bp_rp = bp_rp[idx][np.isfinite(bp_rp[idx])]
+                medians[sci_only] = (np.float32(np.median(finite_bp_rp)) if len(finite_bp_rp) else np.float32(np.nan),
+                                     np.float32(np.nanmedian(gmag[idx])))
+            else:
+                medians[sci_only] = (np.float32(np.nan), np.float32(np.nan))
         for aper in range(n_apertures):
-            for sci_only in ((0, 1) if quadrant == 0 else (0,)):
-                sel = region & (catalog["in_science_fov"] != 0) if sci_only else region
-                stars = catalog[sel]
-                if len(stars):
-                    zp, sig = zeropoint(stars["G_PRIME"], stars["m_inst"][:, aper])
-                    bp_rp = np.float32(np.nanmedian(stars["BP_RP"])) if np.isfinite(stars["BP_RP"]).any() else np.float32(np.nan)
-                    g_med = np.float32(np.nanmedian(stars["PHOT_G_MEAN_MAG"]))
-                else:
-                    zp = sig = np.nan
-                    bp_rp = g_med = np.float32(np.nan)
+            for sci_only, idx in selections:
+                zp, sig = zeropoint(g_prime[idx], m_inst[idx, aper]) if len(idx) else (np.nan, np.nan)
                 rows.append({"quadrant": quadrant, "aper_ind": aper, "zp_adu_per_s": zp,
-                             "n_sources_for_zp": len(stars), "bp_rp_median": bp_rp,
-                             "gaia_g_median": g_med, "robust_sigma_mag": sig,
+                             "n_sources_for_zp": len(idx), "bp_rp_median": medians[sci_only][0],
+                             "gaia_g_median": medians[sci_only][1], "robust_sigma_mag": sig,
                              "science_fov_only": sci_only})
     return rows

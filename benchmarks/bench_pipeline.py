@@ -1,0 +1,103 @@
+"""End-to-end benchmark of the reduction on a full-size simulated frame (about 3000 stars).
+
+    python benchmarks/bench_pipeline.py [--repeat 5] [--batch 20] [--device cpu] [--workdir DIR]
+
+Times, each the median of `--repeat` runs:
+- `pc-proc` as a new process with all default outputs (detrended FITS, summary, zp checkplot),
+  and without the checkplot;
+- a warm process (calibrations, Gaia stars and kernels loaded): the reduction alone, and the
+  reduction with all outputs except PNGs, with each stage's share;
+- frames per second over a batch of `--batch` reductions in one warm process.
+Peers for each stage (numpy, photutils, SEP) are in benchmarks/bench_kernels.py.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def median_time(fn, repeat):
+    """Median and best wall time (s) of `repeat` calls of fn()."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)), float(np.min(times))
+
+
+def environment():
+    import numba
+
+    from pc_gpu import __version__
+
+    return (f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
+            f"pc_gpu {__version__}. Date: {datetime.date.today().isoformat()}. "
+            f"Load average at start: {os.getloadavg()[0]:.2f}.")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--batch", type=int, default=20)
+    p.add_argument("--device", default="cpu", choices=("cpu", "gpu", "auto"))
+    p.add_argument("--workdir", default="bench_output")
+    args = p.parse_args(argv)
+
+    from pc_gpu.backend import get_backend
+    from pc_gpu.kernels import warm_up
+    from pc_gpu.pipeline import Reducer, RunOptions, write_outputs
+    from pc_gpu.sim import make_demo_field
+
+    field = make_demo_field(args.workdir, seed=0, overwrite=True)
+    backend = get_backend(args.device)
+    warm_up(backend)
+    print(environment())
+    print(f"Frame: {field.raw} (3296 x 2472), device {backend.name}, repeat {args.repeat}\n")
+    rows = []
+
+    env = dict(os.environ, POINTING_CAMERA_META=field.meta_dir, PC_GAIA_DIR=field.gaia_dir)
+    outdir = os.path.join(args.workdir, "proc")
+    for label, extra in (("pc-proc, new process, all default outputs", []),
+                         ("pc-proc, new process, no checkplot", ["--skip_checkplot"])):
+        cmd = [sys.executable, "-m", "pc_gpu", field.raw, "--outdir", outdir, "--overwrite", "-q",
+               "--device", args.device, *extra]
+        subprocess.run(cmd, env=env, check=True)  # fills the calibration cache and the page cache
+        med, best = median_time(lambda: subprocess.run(cmd, env=env, check=True), args.repeat)
+        rows.append((label, med, best))
+
+    reducer = Reducer(RunOptions(outdir=os.path.join(args.workdir, "warm"), overwrite=True, checkplot=False),
+                      meta_dir=field.meta_dir, gaia_dir=field.gaia_dir, backend=backend)
+    reducer.reduce(field.raw)
+    stage_times = []
+
+    def reduce_only():
+        stage_times.append(reducer.reduce(field.raw).timings)
+
+    med, best = median_time(reduce_only, args.repeat)
+    rows.append(("warm: reduction in memory (read, detrend, sky, Gaia, centroids, photometry, zeropoints)", med, best))
+    med, best = median_time(lambda: write_outputs(reducer.reduce(field.raw), reducer), args.repeat)
+    rows.append(("warm: reduction + detrended FITS + summary FITS (no PNGs)", med, best))
+    t = time.perf_counter()
+    for _ in range(args.batch):
+        reducer.reduce(field.raw)
+    rate = args.batch / (time.perf_counter() - t)
+
+    print("| measurement | median (s) | best (s) |\n|---|---|---|")
+    for label, med, best in rows:
+        print(f"| {label} | {med:.3f} | {best:.3f} |")
+    print(f"| warm: batch of {args.batch} reductions | {rate:.1f} frames/s | |\n")
+    print("Stage medians, warm (ms): " + ", ".join(
+        f"{k} {np.median([s[k] for s in stage_times]):.1f}" for k in stage_times[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
