@@ -13,3 +13,5 @@ if [ -n "$extras" ]; then
 else
     .venv/bin/python -m pip install -q -e .
 fi
+# Compile the kernels once now (cached on disk), so the first real frame does not pay for it.
+.venv/bin/python -m pc_gpu.kernels
