@@ -234,6 +234,9 @@ def bench_load(args, work):
             "rss_mib_after_60s_max": max(after) if after else None,
             "rss_mib_end": samples[-1]["rss_mib"],
             "rss_growth_after_60s_pct": (100.0 * (max(after) - min(after)) / min(after)) if after else None,
+            "rss_mib_median_per_minute": [
+                float(np.median([x["rss_mib"] for x in samples if m * 60 <= x["t"] < (m + 1) * 60]))
+                for m in range(int(np.ceil(samples[-1]["t"] / 60)))],
             "latency_to_delivery_s": percentiles(lat), "exit_status": rc,
             "samples_every_10s": samples[::10]}
 

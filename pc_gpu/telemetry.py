@@ -167,7 +167,7 @@ def redis_settings(environ=None):
     return RedisSettings.from_environment(env)
 
 
-def connect(settings, *, timeout_s=2.0):
+def connect(settings, *, timeout_s=2.0, retries=None):
     """A `redis.Redis` client for `settings` (no round trip is made here).
 
     Parameters
@@ -175,9 +175,18 @@ def connect(settings, *, timeout_s=2.0):
     settings : RedisSettings
     timeout_s : float
         Socket connect and read timeout, s.
+    retries : int, optional
+        Retries of a failed command inside redis-py (default: the library's, which backs off
+        for seconds); 0 fails at once, for callers that retry themselves.
     """
     import redis
 
+    extra = {}
+    if retries is not None:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        extra["retry"] = Retry(NoBackoff(), int(retries))
     return redis.Redis(host=settings.host, port=settings.port, db=settings.db,
                        username=settings.username, password=settings.password, ssl=settings.ssl,
-                       socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+                       socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **extra)

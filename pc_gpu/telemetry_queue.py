@@ -56,7 +56,7 @@ class TelemetryPublisher:
         self.stream_maxlen = int(stream_maxlen) or None
         self.heartbeat_ttl_s = float(heartbeat_ttl_s)
         self.max_backoff_s = float(max_backoff_s)
-        self.client = connect(settings, timeout_s=timeout_s)
+        self.client = connect(settings, timeout_s=timeout_s, retries=0)   # we retry ourselves
         self.up = None            # unknown until the first attempt
         self._backoff = 0.0
         self._retry_at = 0.0

@@ -14,6 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
+from .outputs import SUFFIXES
 from .rawio import wcs_path_for
 
 __all__ = ["READY", "WAIT", "BAD", "inspect_frame", "DirectoryWatcher", "Candidate"]
@@ -24,6 +25,7 @@ READY, WAIT, BAD = "ready", "wait", "bad"
 _BLOCK = 2880
 _MAX_HEADER_BLOCKS = 200
 _PRINTABLE = bytes(range(0x20, 0x7F))
+_OUTPUT_SUFFIXES = tuple(SUFFIXES.values())   # our own products, should OUTDIR be WATCHDIR
 _WAKE_EVENTS = ("created", "modified", "moved", "closed")
 
 
@@ -178,7 +180,7 @@ class DirectoryWatcher:
         try:
             entries = [(e.name, e.path, e.stat().st_mtime_ns) for e in os.scandir(self.directory)
                        if not e.name.startswith(".") and fnmatch.fnmatch(e.name, self.pattern)
-                       and e.is_file()]
+                       and not e.name.endswith(_OUTPUT_SUFFIXES) and e.is_file()]
         except FileNotFoundError:
             entries = []
         now = time.monotonic()

@@ -352,6 +352,36 @@ def test_interrupted_frame_is_cleaned_and_reduced_once(tmp_path, night, small_ca
     assert not [f for f in os.listdir(night_dir) if f.startswith(".")]
 
 
+def test_password_never_logged_and_redis_errors_do_not_stop_frames(tmp_path, night, small_camera, cpu,
+                                                                  redis_server, redis_client, caplog):
+    """A wrong password: frames are still reduced and written, telemetry stays queued, and the
+    password appears nowhere in the log."""
+    import logging
+
+    secret = "hunter2-do-not-log"
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server)
+    svc.publisher.close()
+    settings = RedisSettings(host="127.0.0.1", port=redis_server.port, key=KEY, password=secret)
+    svc.publisher = TelemetryPublisher(settings, svc.ledger)
+    watchdir = svc.service_options.watchdir
+    redis_client.ping()
+    redis_client.config_set("requirepass", "the-right-one")   # this connection stays authenticated
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for i in range(2):
+                drop(night, i, watchdir)
+            assert svc.poll_once() == (2, 0)
+            svc.close()
+    finally:
+        redis_client.config_set("requirepass", "")
+    final = outcomes(read_ledger(str(tmp_path / "out")))
+    assert [e["event"] for e in final] == ["done", "done"]
+    with Ledger(tmp_path / "out" / LEDGER_NAME) as ledger:
+        assert len(ledger.pending) == 2
+    assert "unreachable" in caplog.text and secret not in caplog.text
+    assert redis_client.xlen(f"{KEY}:history") == 0
+
+
 # --- the real service process --------------------------------------------------------------------
 
 def start_service(tmp_path, night, redis_server, *extra):
