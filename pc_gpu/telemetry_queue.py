@@ -95,8 +95,6 @@ class TelemetryPublisher:
         return n
 
     def _deliver(self, event):
-        import redis
-
         record, seq, stream_id = event["record"], int(event["seq"]), event["stream_id"]
         fields = {**record, "frame": event["frame"], "seq": seq, "service": self.ledger.service_id}
         pipe = self.client.pipeline(transaction=True)
