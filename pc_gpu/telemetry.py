@@ -144,9 +144,7 @@ def send_telemetry(record, settings, *, timeout_s=2.0):
     """Write `record` as one Redis hash (HSET) under `settings.key`; raise TelemetryError."""
     import redis
 
-    client = redis.Redis(host=settings.host, port=settings.port, db=settings.db,
-                         password=settings.password, socket_timeout=timeout_s,
-                         socket_connect_timeout=timeout_s)
+    client = connect(settings, timeout_s=timeout_s, retries=1)
     try:
         client.hset(settings.key, mapping=record)
     except redis.RedisError as exc:
