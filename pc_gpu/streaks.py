@@ -370,7 +370,7 @@ def _fit_line_correction(v, d, lo, hi, sigma):
     """Perpendicular offset (at major 0) and slope change (per major pixel) of the streak from
     chunk matched-filter peaks, and the best Gaussian sigma (pix) of the stacked profile."""
     n = hi - lo + 1
-    nch = int(np.clip(n // 32, 2, 32)) if n >= 48 else 1
+    nch = int(np.clip(n // 24, 2, 32)) if n >= 40 else 1
     sums, counts, centres, cc = _profiles(v, d, lo, hi, nch)
     grid = np.arange(-4.0, 4.001, _BIN)
     sep = centres[:, None] - grid[None, :]
@@ -389,8 +389,11 @@ def _fit_line_correction(v, d, lo, hi, sigma):
     if not use.any():
         return 0.0, 0.0, sigma
     cc, off, w = cc[use], off[use], peak[use] ** 2
-    if off.size < 3:
-        a, b = float(np.average(off, weights=w)), 0.0
+    if off.size == 1:
+        a, b = float(off[0]), 0.0
+    elif off.size == 2:
+        b = float((off[1] - off[0]) / (cc[1] - cc[0]))
+        a = float(off[0] - b * cc[0])
     else:
         for _ in range(2):
             A = np.vstack([np.ones_like(cc), cc - cc.mean()]).T
@@ -558,6 +561,54 @@ def _same_streak(s, q):
     return False
 
 
+def _rides_on(s, q):
+    """A short, weaker detection whose middle lies on the stronger streak `q`."""
+    if s["length_pix"] >= 0.5 * q["length_pix"] or s["snr"] >= q["snr"]:
+        return False
+    mx, my = 0.5 * (s["x0"] + s["x1"]), 0.5 * (s["y0"] + s["y1"])
+    dist = _point_segment_distance(np.array([mx]), np.array([my]), q["x0"], q["y0"], q["x1"], q["y1"])[0]
+    return dist[0] < 4.0 + q["width_fwhm_pix"]
+
+
+def _merge_collinear(streaks, max_gap_pix=200.0):
+    """Join pieces of one streak split by a masked gap (a bright star): nearly parallel, each
+    one's ends within 3 pix of the other's line, ends less than `max_gap_pix` apart."""
+    streaks = list(streaks)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(streaks)):
+            for j in range(i + 1, len(streaks)):
+                s, q = streaks[i], streaks[j]
+                ends_s = np.array([s["x0"], s["x1"]]), np.array([s["y0"], s["y1"]])
+                ends_q = np.array([q["x0"], q["x1"]]), np.array([q["y0"], q["y1"]])
+                _, perp_s, t_s, Lq = _point_segment_distance(*ends_s, q["x0"], q["y0"], q["x1"], q["y1"])
+                _, perp_q, _, _ = _point_segment_distance(*ends_q, s["x0"], s["y0"], s["x1"], s["y1"])
+                if perp_s.max() > 3.0 or perp_q.max() > 3.0:
+                    continue
+                gap = max(t_s.min() - Lq, -t_s.max(), 0.0)
+                if gap > max_gap_pix:
+                    continue
+                # the union along q's direction
+                ux, uy = (q["x1"] - q["x0"]) / Lq, (q["y1"] - q["y0"]) / Lq
+                lo, hi = min(0.0, t_s.min()), max(Lq, t_s.max())
+                w_s, w_q = s["length_pix"], q["length_pix"]
+                new = dict(q)
+                new.update(x0=q["x0"] + lo * ux, y0=q["y0"] + lo * uy, x1=q["x0"] + hi * ux,
+                           y1=q["y0"] + hi * uy, length_pix=hi - lo,
+                           snr=math.hypot(s["snr"], q["snr"]),
+                           n_ends_at_edge=min(2, s["n_ends_at_edge"] + q["n_ends_at_edge"]))
+                for key in ("width_fwhm_pix", "flux_adu_per_s_per_pix", "sb_adu_per_s_per_pix2"):
+                    new[key] = (w_s * s[key] + w_q * q[key]) / (w_s + w_q)
+                streaks[i] = new
+                del streaks[j]
+                merged = True
+                break
+            if merged:
+                break
+    return streaks
+
+
 # --------------------------------------------------------------------------- driver
 
 def detect_streaks(image, bad_mask, star_x, star_y, star_flux_adu, *, exptime_s, backend,
@@ -632,6 +683,14 @@ def _detect(image, bad_mask, star_x, star_y, star_flux_adu, exptime_s, be, wcs, 
     sr = _star_radii(star_flux_adu, sigma_pix, p)
     smask = xp.zeros((nby, nbx), dtype=xp.uint8)
     kern.star_mask(be.asarray(sx), be.asarray(sy), be.asarray(sr), b, smask)
+    if sx.size:
+        # again without the stars: a bright star's halo would raise its cells' background,
+        # darken the neighbours' and mask them all as a steep gradient
+        kern.cell_stats(mean, full & (smask == 0), c, scratch, med, mad)
+        cells = _clean_cells(be.to_host(med), be.to_host(mad), p)
+        if cells is None:
+            return empty_streak_table(), 0
+        bkg_c, sig_c, masked_c = cells
     bkg_b = _upsample(xp, bkg_c, c, nby, nbx)
     sig_b = _upsample(xp, sig_c, c, nby, nbx)
     cellmask = be.asarray(np.repeat(np.repeat(masked_c, c, 0), c, 1)[:nby, :nbx])
@@ -676,6 +735,8 @@ def _detect(image, bad_mask, star_x, star_y, star_flux_adu, exptime_s, be, wcs, 
         s = _refine(ctx, X0[i], Y0[i], X1[i], Y1[i])
         log.debug("candidate %d: seed snr %.1f at (%.0f, %.0f) -> %s", n_cand, snr[i], MX[i], MY[i],
                   "rejected" if s is None else f"snr {s['snr']:.1f} length {s['length_pix']:.0f}")
+        if s is not None and any(_rides_on(s, q) for q in accepted):
+            s = None  # a short piece along a brighter streak, at the wrong angle
         if s is not None:
             same = [q for q in accepted if _same_streak(s, q)]
             if any(q["snr"] >= s["snr"] for q in same):
@@ -695,6 +756,7 @@ def _detect(image, bad_mask, star_x, star_y, star_flux_adu, exptime_s, be, wcs, 
         log.warning("streak detection: stopped after %d candidates (%d seeds left)", n_cand,
                     int(alive.sum()))
     clock.check("refine")
+    accepted = _merge_collinear(accepted)
     table = _table(accepted, wcs)
     log.info("streak detection: %d streak(s) from %d seeds (%d refined)", len(table), snr.size, n_cand)
     return table, n_cand
