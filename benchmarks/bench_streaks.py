@@ -168,7 +168,7 @@ def main(argv=None):
     rows = grid_streaks(rng, lengths, snrs, args.grid_repeats, list(zip(bright["X"], bright["Y"])))
     frames = pack_frames(rows, rng)
     found = np.zeros(len(rows), bool)
-    end_err, ang_err, times = [], [], []
+    end_err, end_snr, ang_err, times = [], [], [], []
     acs_found, acs_total, acs_times, acs_error = 0, 0, [], None
     n_false_grid = 0
     for fi, idx in enumerate(frames):
@@ -190,6 +190,7 @@ def main(argv=None):
             inside = [(rows[i, 0], rows[i, 1]), (rows[i, 2], rows[i, 3])]
             for ex, ey in inside:
                 if 0 <= ex <= CAM.nx - 1 and 0 <= ey <= CAM.ny - 1:
+                    end_snr.append(rows[i, 7])
                     end_err.append(min(math.hypot(d["x0"] - ex, d["y0"] - ey), math.hypot(d["x1"] - ex, d["y1"] - ey)))
             Lc = math.hypot(c[2] - c[0], c[3] - c[1])
             if Lc > 300:
@@ -220,6 +221,12 @@ def main(argv=None):
     a = np.array(ang_err)
     print(f"in-frame endpoint error (pix): median {np.median(e):.2f}, 90% {np.percentile(e, 90):.2f}, "
           f"within 3 pix {np.mean(e <= 3):.3f} (n={e.size})")
+    es = np.array(end_snr)
+    for lo_, hi_ in ((10, 15), (15, 30), (30, 1e9)):
+        sel = (es >= lo_) & (es < hi_)
+        if sel.any():
+            print(f"  SNR100 {lo_}-{hi_ if hi_ < 1e9 else 'up'}: within 3 pix {np.mean(e[sel] <= 3):.3f}, "
+                  f"median {np.median(e[sel]):.2f} (n={sel.sum()})")
     print(f"angle error for length > 300 pix (deg): median {np.median(a):.3f}, max {a.max():.3f}, "
           f"within 0.2 deg {np.mean(a <= 0.2):.3f} (n={a.size})")
     print(f"unmatched detections on the grid frames: {n_false_grid} in {len(frames)} frames")
