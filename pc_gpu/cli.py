@@ -44,6 +44,12 @@ def build_parser():
                    help="compute backend: a usable GPU, else the CPU (auto); or force one")
     p.add_argument("--calib_fallback", action="store_true",
                    help="use the camera's per-quadrant bias/dark scalars when master bias/dark are missing")
+    p.add_argument("--detect_streaks", action="store_true",
+                   help="detect satellite streaks (STREAKS table in the summary; stars on them flagged and left out of zeropoints)")
+    p.add_argument("--plot_streaks", action="store_true",
+                   help="draw detected streaks on the -detrended.png plot (with --plot_detrended and --detect_streaks)")
+    p.add_argument("--streak_time_limit", type=float, metavar="SECONDS",
+                   help="give up streak detection after this many seconds (empty STREAKS, STRKTOUT = T)")
     p.add_argument("--meta_dir", help="calibration directory (default $POINTING_CAMERA_META)")
     p.add_argument("--gaia_dir", help="Gaia chunk directory (default $PC_GAIA_DIR)")
     p.add_argument("-v", "--verbose", action="store_true", help="log stage timings and details")
@@ -63,7 +69,8 @@ def options_from_args(args):
         sci_fov_checkplot=args.sci_fov_checkplot, check_tcs_motion=args.check_tcs_motion,
         plot_detrended=args.plot_detrended, plot_quiver=args.plot_quiver,
         max_zp_radius=args.max_zp_radius, overwrite=args.overwrite, device=args.device,
-        calib_fallback=args.calib_fallback)
+        calib_fallback=args.calib_fallback, detect_streaks=args.detect_streaks,
+        plot_streaks=args.plot_streaks, streak_time_limit=args.streak_time_limit)
 
 
 def configure_logging(verbose=False, quiet=False):

@@ -33,12 +33,16 @@ def write_detrended(path, image, records):
         f.write(np.ascontiguousarray(image, dtype=np.float32), header=records)
 
 
-def write_summary(path, records, catalog, zeropoints, sky):
-    """Write the summary file: header-only primary HDU, then CATALOG, ZEROPOINTS, SKY, each
-    carrying the same header records."""
+def write_summary(path, records, catalog, zeropoints, sky, streaks=None):
+    """Write the summary file: header-only primary HDU, then CATALOG, ZEROPOINTS, SKY and, when
+    `streaks` is given (streak detection ran; possibly no rows), STREAKS, each carrying the same
+    header records."""
     import fitsio
 
+    tables = [("CATALOG", catalog), ("ZEROPOINTS", zeropoints), ("SKY", sky)]
+    if streaks is not None:
+        tables.append(("STREAKS", streaks))
     with fitsio.FITS(path, "rw", clobber=True) as f:
         f.write(None, header=records)
-        for name, table in (("CATALOG", catalog), ("ZEROPOINTS", zeropoints), ("SKY", sky)):
+        for name, table in tables:
             f.write(table, extname=name, header=records)

@@ -44,7 +44,10 @@ class RunOptions:
     sci_inst_name : telemetry suffix; sci_fov_checkplot : checkplot of science-field stars;
     check_tcs_motion : skip frames with ZPFLAG set; max_zp_radius : pixels, stars farther out
     are not used for zeropoints; overwrite : replace existing outputs; device : auto|cpu|gpu;
-    calib_fallback : scalar per-quadrant bias/dark when the masters are missing.
+    calib_fallback : scalar per-quadrant bias/dark when the masters are missing;
+    detect_streaks : find satellite streaks (STREAKS table, CATALOG on_streak, such stars out
+    of the zeropoints); plot_streaks : draw them on the detrended plot; streak_time_limit :
+    seconds after which streak detection gives up (None: no limit).
     """
 
     outdir: str | None = None
@@ -67,6 +70,9 @@ class RunOptions:
     overwrite: bool = False
     device: str = "auto"
     calib_fallback: bool = False
+    detect_streaks: bool = False
+    plot_streaks: bool = False
+    streak_time_limit: float | None = None
 
     def __post_init__(self):
         if self.max_n_stars < 1:
@@ -77,6 +83,8 @@ class RunOptions:
             raise InputError(None, f"--max_zp_radius must be positive, not {self.max_zp_radius}")
         if self.device not in ("auto", "cpu", "gpu"):
             raise InputError(None, f"--device must be auto, cpu or gpu, not {self.device!r}")
+        if self.streak_time_limit is not None and not self.streak_time_limit >= 0:
+            raise InputError(None, f"--streak_time_limit must be >= 0 seconds, not {self.streak_time_limit}")
 
 
 @dataclass
@@ -95,6 +103,7 @@ class FrameResult:
     exptime_s: float
     wcs_ctype: tuple
     timings: dict = field(default_factory=dict)
+    streaks: object = None  # streaks.StreakResult when detection was asked for
 
 
 class Reducer:
@@ -207,6 +216,10 @@ class Reducer:
 
         catalog = catalog_table(stars, centroids, phot, frame.image, cam, exptime_s=frame.exptime_s,
                                 has_dome=has_dome, max_zp_radius=o.max_zp_radius)
+        streaks = None
+        if o.detect_streaks:
+            streaks, catalog = self._streaks(image, catalog, wcs, frame.exptime_s, raw_path)
+            t["streaks"] = time.perf_counter()
         info = FrameInfo(fname_raw=raw_path, exptime_s=frame.exptime_s, mjd_obs=mjd,
                          obs_night=obs_night, has_dome=has_dome, header=frame.header)
         zps = zeropoints_table(zeropoint_rows(catalog, cam, n_apertures=len(self.radii)), info,
@@ -223,12 +236,19 @@ class Reducer:
             ("CALFALLB", bool(calib.fallback), "bias/dark from per-quadrant scalars"),
             ("OBSNIGHT", obs_night, "observing night (local date at noon)"),
         ]
+        if streaks is not None:
+            header_extra += [
+                ("STRKDET", True, "satellite streak detection ran"),
+                ("STRKTOUT", bool(streaks.timed_out), "streak detection gave up at its time limit"),
+                ("NSTREAKS", len(streaks.table), "satellite streaks found"),
+            ]
         detrended = be.to_host(image) if o.write_detrended or o.plot_detrended else None
         timings = _stage_timings(t)
         result = FrameResult(raw_path=raw_path, header_extra=header_extra, header=frame.header,
                              detrended=detrended, catalog=catalog, zeropoints=zps, sky=sky,
                              obs_night=obs_night, timestamp=telemetry_timestamp(local),
-                             exptime_s=frame.exptime_s, wcs_ctype=tuple(wcs.wcs.ctype), timings=timings)
+                             exptime_s=frame.exptime_s, wcs_ctype=tuple(wcs.wcs.ctype), timings=timings,
+                             streaks=streaks)
         row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == self.standard_aperture) & (zps["science_fov_only"] == 0)][0]
         log.info("%s: zp %.3f mag (%d stars), sky %.3f ADU/s/pix, dome %s, %.0f ms on %s",
                  os.path.basename(raw_path), row["zp_adu_per_s"], row["n_sources_for_zp"],
@@ -236,6 +256,37 @@ class Reducer:
                  1e3 * (t["zeropoints"] - t["start"]), be.name)
         log.debug("stage timings (ms): %s", timings)
         return result
+
+    def _streaks(self, image, catalog, wcs, exptime_s, raw_path):
+        """Streak detection on the detrended image with the catalogue's stars and the static
+        bad pixels masked; returns (StreakResult, catalog with `on_streak`)."""
+        from numpy.lib import recfunctions
+
+        from .streaks import detect_streaks, stars_on_streaks
+
+        be, cam, o = self.backend, self.camera, self.options
+        if getattr(self, "_bad_mask", None) is None:
+            gather = self.calibrations.gather
+            mask = be.xp.zeros(cam.ny * cam.nx, dtype=be.xp.uint8)
+            mask[gather.index] = 1
+            self._bad_mask = mask.reshape(cam.ny, cam.nx)
+        x, y = catalog["xcentroid"], catalog["ycentroid"]
+        # mask radius from the larger of the measured flux and the flux the Gaia magnitude
+        # predicts at the nominal zeropoint (saturated stars measure low)
+        with np.errstate(over="ignore", invalid="ignore"):
+            predicted = 10.0 ** (-0.4 * (catalog["G_PRIME"].astype(np.float64) - cam.nominal_zp)) * exptime_s
+        measured = catalog["flux_adu"][:, -1] if len(catalog) else np.zeros(0)
+        flux = np.fmax(np.nan_to_num(predicted, nan=0.0), np.nan_to_num(measured, nan=0.0))
+        result = detect_streaks(image, self._bad_mask, x, y, flux, exptime_s=exptime_s, backend=be,
+                                wcs=wcs, time_limit_s=o.streak_time_limit)
+        if result.timed_out:
+            log.warning("%s: streak detection passed its %.3g s limit; STREAKS is empty (STRKTOUT = T)",
+                        raw_path, o.streak_time_limit)
+        on = stars_on_streaks(x, y, result.table).astype(np.int16)
+        catalog = recfunctions.append_fields(catalog, "on_streak", on, usemask=False)
+        if on.any():
+            log.info("%s: %d star(s) on streaks left out of the zeropoints", raw_path, int(on.sum()))
+        return result, catalog
 
 
 def _truthy(value):
@@ -261,8 +312,10 @@ def write_outputs(result, reducer):
         return {}
     records = fitsout.header_records(result.header, result.header_extra)
     base = os.path.basename(result.raw_path).removesuffix(".fits")
+    streak_table = result.streaks.table if result.streaks is not None else None
     writers = {paths["summary"]: lambda p: fitsout.write_summary(p, records, result.catalog,
-                                                                 result.zeropoints, result.sky)}
+                                                                 result.zeropoints, result.sky,
+                                                                 streak_table)}
     if "detrended" in paths:
         writers[paths["detrended"]] = lambda p: fitsout.write_detrended(p, result.detrended, records)
     if "zp_plot" in paths:
@@ -279,7 +332,9 @@ def write_outputs(result, reducer):
             title=title, n_used=int(row["n_sources_for_zp"]),
             aperture_radius_pix=reducer.radii[reducer.standard_aperture])
     if "detrended_plot" in paths:
-        writers[paths["detrended_plot"]] = lambda p: plots.detrended_plot(p, result.detrended, title=base)
+        segments = result.streaks.segments if o.plot_streaks and result.streaks is not None else ()
+        writers[paths["detrended_plot"]] = lambda p: plots.detrended_plot(p, result.detrended, title=base,
+                                                                          streaks=segments)
     if "quiver_plot" in paths:
         cat = result.catalog
         sel = ((cat["centroid_pixel_saturated"] == 0) & (cat["centroid_raw_pixel_val"] < cam.zp_saturation_adu)
