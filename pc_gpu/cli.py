@@ -26,7 +26,7 @@ def build_parser():
     p.add_argument("--nightly_subdir", action="store_true",
                    help="create output subdirectories per observing night (OUTDIR/YYYYMMDD)")
     p.add_argument("--send_redis", action="store_true",
-                   help="send results to redis (REDISHOST, REDISPORT, REDISDBNUM, REDISKEY, REDISPASSWORD)")
+                   help="send results to redis (REDISHOST, REDISPORT, REDISDBNUM, REDISKEY, REDISPASSWORD, or REDISURL)")
     p.add_argument("--one_aper", action="store_true", help="only do aperture photometry for one aperture size (2.5 pix)")
     p.add_argument("--bg_sigclip", action="store_true", help="sigma clipping for background annulus median")
     p.add_argument("--multiproc", type=int, metavar="MULTIPROC", help="number of threads for multiprocessing (CPU backend)")
@@ -85,13 +85,13 @@ def main(argv=None):
     """Entry point of `pc-proc`; returns the exit status."""
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet)
-    from .errors import OutputExistsError, PCError, TelescopeMotion
+    from .errors import PCError, TelescopeMotion
     from .pipeline import Reducer, process_frame
-    from .telemetry import RedisSettings
+    from .telemetry import redis_settings as settings_from_environment
 
     try:
         options = options_from_args(args)
-        redis_settings = RedisSettings.from_environment() if options.send_redis else None
+        redis_settings = settings_from_environment() if options.send_redis else None
         if options.outdir is None:
             log.warning("no --outdir given: the frame is reduced but no file is written")
         reducer = Reducer(options, meta_dir=args.meta_dir, gaia_dir=args.gaia_dir)
@@ -99,9 +99,6 @@ def main(argv=None):
     except TelescopeMotion as exc:
         log.warning("%s", exc)
         return EXIT_OK
-    except OutputExistsError as exc:
-        log.error("%s", exc)
-        return EXIT_INPUT
     except PCError as exc:
         log.error("%s", exc)
         return EXIT_INPUT

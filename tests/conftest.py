@@ -5,6 +5,7 @@
 - ``demo_field``: one full-size (3296 x 2472) frame of that field with default settings
   (`pc_gpu.sim.DemoField`: raw, wcs, meta_dir, gaia_dir, truth, camera).
 - ``small_camera`` / ``small_field``: the same for a 600 x 450 camera (fast tests).
+- ``redis_server`` / ``redis_client``: a real redis-server on 127.0.0.1 (tests/redis_fixtures.py).
 """
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from pc_gpu.camera import EL_NINO
 from pc_gpu.sim import Region, build_chunk_tree, make_demo_field
 from pc_gpu.sim.night import DEMO_DEC, DEMO_RA
+from redis_fixtures import redis_client, redis_server  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session")

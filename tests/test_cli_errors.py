@@ -169,3 +169,18 @@ def test_redis_down_still_writes_files_and_exit_says_so(frame, tmp_path, caplog,
     assert rc == 3
     assert "redis" in messages and "127.0.0.1:1" in messages
     assert len(files) == 2 and any(f.endswith("-summary.fits") for f in files)
+
+
+def test_send_redis_through_redisurl(frame, tmp_path, caplog, monkeypatch, redis_server, redis_client):
+    for name in ("REDISHOST", "REDISPORT", "REDISDBNUM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDISURL", f"redis://127.0.0.1:{redis_server.port}/2")
+    monkeypatch.setenv("REDISKEY", "pc_url")
+    rc, messages, files = _run(frame, tmp_path, caplog, "--send_redis", "--dont_write_detrended",
+                               "--skip_checkplot")
+    assert rc == 0 and messages == ""
+    assert redis_client.exists("pc_url") == 0  # database 0 untouched
+    redis_client.select(2)
+    zps = fitsio.read(os.path.join(tmp_path, "out", files[0]), ext="ZEROPOINTS")
+    whole = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == 1) & (zps["science_fov_only"] == 0)][0]
+    assert float(redis_client.hget("pc_url", "zp_adu_per_s")) == whole["zp_adu_per_s"]

@@ -13,7 +13,6 @@ from pc_gpu.outputs import atomic_output, publish
 from pc_gpu.telemetry import RedisSettings, send_telemetry
 from pc_gpu.zeropoints import zeropoint
 
-from redis_fixtures import redis_client, redis_server  # noqa: F401  (fixtures)
 
 
 @pytest.mark.parametrize("time, night", [("22:13:35", "20210621"), ("03:00:00", "20210620"),

@@ -14,7 +14,6 @@ from pc_gpu.sim import make_demo_field
 from pc_gpu.telemetry import RedisSettings
 from pc_gpu.zeropoints import zeropoint_stars
 
-from redis_fixtures import redis_client, redis_server  # noqa: F401  (fixtures)
 
 STANDARD_RADII = (2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
 

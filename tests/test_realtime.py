@@ -22,7 +22,6 @@ from pc_gpu.telemetry import RedisSettings, redis_settings, telemetry_record
 from pc_gpu.telemetry_queue import TelemetryPublisher
 from pc_gpu.watch import BAD, READY, WAIT, inspect_frame
 
-from redis_fixtures import redis_client, redis_server  # noqa: F401
 
 KEY = "pc_rt"
 N_FRAMES = 30
