@@ -8,13 +8,16 @@ Times, each the median of `--repeat` runs:
 - a warm process (calibrations, Gaia stars and kernels loaded): the reduction alone, and the
   reduction with all outputs except PNGs, with each stage's share;
 - frames per second over a batch of `--batch` reductions in one warm process.
+Each timed run writes new files (earlier outputs are removed untimed), as frames do in real use.
 Peers for each stage (numpy, photutils, SEP) are in benchmarks/bench_kernels.py.
 """
 
 import argparse
 import datetime
+import functools
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -22,10 +25,12 @@ import time
 import numpy as np
 
 
-def median_time(fn, repeat):
-    """Median and best wall time (s) of `repeat` calls of fn()."""
+def median_time(fn, repeat, before=None):
+    """Median and best wall time (s) of `repeat` calls of fn(); before() runs untimed ahead of each."""
     times = []
     for _ in range(repeat):
+        if before is not None:
+            before()
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -67,13 +72,15 @@ def main(argv=None):
     outdir = os.path.join(args.workdir, "proc")
     for label, extra in (("pc-proc, new process, all default outputs", []),
                          ("pc-proc, new process, no checkplot", ["--skip_checkplot"])):
-        cmd = [sys.executable, "-m", "pc_gpu", field.raw, "--outdir", outdir, "--overwrite", "-q",
-               "--device", args.device, *extra]
+        cmd = [sys.executable, "-m", "pc_gpu", field.raw, "--outdir", outdir, "-q", "--device", args.device, *extra]
+        clear_outdir = functools.partial(shutil.rmtree, outdir, ignore_errors=True)
+        clear_outdir()
         subprocess.run(cmd, env=env, check=True)  # fills the calibration cache and the page cache
-        med, best = median_time(lambda: subprocess.run(cmd, env=env, check=True), args.repeat)
+        med, best = median_time(lambda: subprocess.run(cmd, env=env, check=True), args.repeat, clear_outdir)
         rows.append((label, med, best))
 
-    reducer = Reducer(RunOptions(outdir=os.path.join(args.workdir, "warm"), overwrite=True, checkplot=False),
+    warm_outdir = os.path.join(args.workdir, "warm")
+    reducer = Reducer(RunOptions(outdir=warm_outdir, checkplot=False),
                       meta_dir=field.meta_dir, gaia_dir=field.gaia_dir, backend=backend)
     reducer.reduce(field.raw)
     stage_times = []
@@ -83,7 +90,8 @@ def main(argv=None):
 
     med, best = median_time(reduce_only, args.repeat)
     rows.append(("warm: reduction in memory (read, detrend, sky, Gaia, centroids, photometry, zeropoints)", med, best))
-    med, best = median_time(lambda: write_outputs(reducer.reduce(field.raw), reducer), args.repeat)
+    med, best = median_time(lambda: write_outputs(reducer.reduce(field.raw), reducer), args.repeat,
+                            functools.partial(shutil.rmtree, warm_outdir, ignore_errors=True))
     rows.append(("warm: reduction + detrended FITS + summary FITS (no PNGs)", med, best))
     t = time.perf_counter()
     for _ in range(args.batch):
