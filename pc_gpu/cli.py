@@ -4,6 +4,8 @@ import argparse
 import logging
 import sys
 
+from .plotworker import PlotWorker
+
 __all__ = ["main", "build_parser", "options_from_args"]
 
 log = logging.getLogger("pc_gpu")
@@ -85,6 +87,17 @@ def main(argv=None):
     """Entry point of `pc-proc`; returns the exit status."""
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet)
+    # forked before the heavy imports: it imports matplotlib while this process reduces
+    plot_worker = None if args.skip_checkplot or args.outdir is None else PlotWorker.start()
+    try:
+        return _run(args, plot_worker)
+    finally:
+        if plot_worker is not None:
+            plot_worker.close()
+
+
+def _run(args, plot_worker):
+    """Reduce the frame `args` name; returns the exit status."""
     from .errors import PCError, TelescopeMotion
     from .pipeline import Reducer, process_frame
     from .telemetry import redis_settings as settings_from_environment
@@ -95,7 +108,8 @@ def main(argv=None):
         if options.outdir is None:
             log.warning("no --outdir given: the frame is reduced but no file is written")
         reducer = Reducer(options, meta_dir=args.meta_dir, gaia_dir=args.gaia_dir)
-        _, _, telemetry_ok = process_frame(args.fname_in, reducer, redis_settings=redis_settings)
+        _, _, telemetry_ok = process_frame(args.fname_in, reducer, redis_settings=redis_settings,
+                                           plot_worker=plot_worker)
     except TelescopeMotion as exc:
         log.warning("%s", exc)
         return EXIT_OK

@@ -82,7 +82,7 @@ def _ensure_writable_dir(directory):
         raise InputError(directory, "output directory is not writable")
 
 
-def publish(writers, *, overwrite=False):
+def publish(writers, *, overwrite=False, settle=None):
     """Write several outputs so that either all appear or none do.
 
     Parameters
@@ -91,6 +91,10 @@ def publish(writers, *, overwrite=False):
         final path -> callable(tmp_path) that writes the file.
     overwrite : bool
         Replace existing outputs instead of refusing.
+    settle : callable, optional
+        Called after every writer ran and before anything is renamed, and again on failure
+        before the temporaries are removed: a writer that hands its file to another process
+        returns at once and `settle` waits for that process (it must be safe to call twice).
     """
     check_outputs_free(writers, overwrite=overwrite)
     staged = []
@@ -100,10 +104,15 @@ def publish(writers, *, overwrite=False):
             tmp = temporary_path(final)
             staged.append((tmp, final))
             write(tmp)
+        if settle is not None:
+            settle()
         for tmp, final in staged:
             os.replace(tmp, final)
             log.debug("wrote %s", final)
     except BaseException:
+        if settle is not None:
+            with contextlib.suppress(Exception):
+                settle()
         for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

@@ -302,8 +302,10 @@ def _stage_timings(t):
     return {k: round(1e3 * (t[k] - t[p]), 2) for p, k in zip(keys, keys[1:])}
 
 
-def write_outputs(result, reducer):
-    """Write the frame's files atomically (all or none); return {kind: path}."""
+def write_outputs(result, reducer, plot_worker=None):
+    """Write the frame's files atomically (all or none); return {kind: path}. With a
+    `plotworker.PlotWorker`, the zeropoint checkplot is drawn by it while the FITS files are
+    written."""
     from . import fitsout, plots
 
     o, cam = reducer.options, reducer.camera
@@ -327,7 +329,8 @@ def write_outputs(result, reducer):
         row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == reducer.standard_aperture)
                   & (zps["science_fov_only"] == int(o.sci_fov_checkplot))][0]
         title = f"{base}; aper {reducer.standard_aperture}; {'sci FOV' if o.sci_fov_checkplot else 'full FOV'}"
-        writers[paths["zp_plot"]] = lambda p: plots.zeropoint_plot(
+        draw = plot_worker.zeropoint_plot if plot_worker is not None else plots.zeropoint_plot
+        writers[paths["zp_plot"]] = lambda p: draw(
             p, cat["G_PRIME"][sel], cat["m_inst"][sel, reducer.standard_aperture], row["zp_adu_per_s"],
             title=title, n_used=int(row["n_sources_for_zp"]),
             aperture_radius_pix=reducer.radii[reducer.standard_aperture])
@@ -342,14 +345,19 @@ def write_outputs(result, reducer):
         writers[paths["quiver_plot"]] = lambda p: plots.quiver_plot(
             p, cat["xcentroid"][sel], cat["ycentroid"][sel], cat["x_shift"][sel], cat["y_shift"][sel],
             nx=cam.nx, ny=cam.ny, title=f"{base}; {list(result.wcs_ctype)}")
-    publish(writers, overwrite=o.overwrite)
+    settle = None
+    if plot_worker is not None and "zp_plot" in paths:  # ask for the plot first: it draws meanwhile
+        writers = {paths["zp_plot"]: writers.pop(paths["zp_plot"]), **writers}
+        settle = plot_worker.wait
+    publish(writers, overwrite=o.overwrite, settle=settle)
     for p in paths.values():
         log.info("wrote %s", p)
     return paths
 
 
-def process_frame(raw_path, reducer, *, redis_settings=None):
-    """Reduce one frame, write its outputs, send telemetry when asked.
+def process_frame(raw_path, reducer, *, redis_settings=None, plot_worker=None):
+    """Reduce one frame, write its outputs (the checkplot through `plot_worker` when given),
+    send telemetry when asked.
 
     Returns (result, paths, telemetry_ok). Telemetry failures are logged, never raised: the
     files are already written by then.
@@ -357,7 +365,7 @@ def process_frame(raw_path, reducer, *, redis_settings=None):
     from .telemetry import TelemetryError, send_telemetry, telemetry_record
 
     result = reducer.reduce(raw_path)
-    paths = write_outputs(result, reducer)
+    paths = write_outputs(result, reducer, plot_worker)
     telemetry_ok = True
     if reducer.options.send_redis:
         record = telemetry_record(result.zeropoints, result.sky, result.timestamp,

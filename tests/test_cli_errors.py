@@ -6,13 +6,16 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import fitsio
 import numpy as np
 import pytest
 from astropy.io import fits
 
+from pc_gpu.backend import get_backend
 from pc_gpu.cli import main
+from pc_gpu.pipeline import Reducer, RunOptions, process_frame
 from pc_gpu.rawio import CALIB_FILES
 
 
@@ -184,3 +187,46 @@ def test_send_redis_through_redisurl(frame, tmp_path, caplog, monkeypatch, redis
     zps = fitsio.read(os.path.join(tmp_path, "out", files[0]), ext="ZEROPOINTS")
     whole = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == 1) & (zps["science_fov_only"] == 0)][0]
     assert float(redis_client.hget("pc_url", "zp_adu_per_s")) == whole["zp_adu_per_s"]
+
+
+def test_checkplot_from_forked_worker_equals_in_process(frame, tmp_path, demo_field):
+    """A new pc-proc process draws the checkplot in a forked child; the PNG is byte-identical
+    to the one drawn in-process."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-m", "pc_gpu", str(frame), "--outdir", str(tmp_path / "forked"),
+                           "--device", "cpu", "--dont_write_detrended", "-v"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "checkplots drawn by forked process" in proc.stderr
+    reducer = Reducer(RunOptions(outdir=str(tmp_path / "inproc"), write_detrended=False),
+                      meta_dir=demo_field.meta_dir, gaia_dir=demo_field.gaia_dir, backend=get_backend("cpu"))
+    _, paths, _ = process_frame(str(frame), reducer, plot_worker=None)
+    name = os.path.basename(paths["zp_plot"])
+    forked = (tmp_path / "forked" / name).read_bytes()
+    assert forked[:8] == b"\x89PNG\r\n\x1a\n"
+    assert forked == Path(paths["zp_plot"]).read_bytes()
+
+
+def test_checkplot_worker_failure_is_reported_and_worker_goes_on(tmp_path):
+    script = f"""
+from pc_gpu.errors import PCError
+from pc_gpu.plotworker import PlotWorker
+w = PlotWorker.start()  # before numpy, whose thread pool would make forking unsafe
+assert w is not None
+import numpy as np
+g = np.linspace(9, 15, 50)
+w.zeropoint_plot({str(tmp_path / 'no' / 'such' / 'dir.png')!r}, g, g - 17.5, 17.5, title="t", n_used=50,
+                 aperture_radius_pix=2.5)
+try:
+    w.wait()
+except PCError as exc:
+    print("ERROR:", exc)
+w.zeropoint_plot({str(tmp_path / 'ok.png')!r}, g, g - 17.5, float("nan"), title="t", n_used=0,
+                 aperture_radius_pix=2.5)
+w.wait()
+w.close()
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "ERROR: checkplot failed: FileNotFoundError" in proc.stdout
+    assert (tmp_path / "ok.png").read_bytes()[:4] == b"\x89PNG"
