@@ -80,6 +80,8 @@ def main(argv=None):
         rows.append((label, med, best))
 
     warm_outdir = os.path.join(args.workdir, "warm")
+    clear_warm = functools.partial(shutil.rmtree, warm_outdir, ignore_errors=True)
+    clear_warm()  # reduce() refuses to run where its outputs exist
     reducer = Reducer(RunOptions(outdir=warm_outdir, checkplot=False),
                       meta_dir=field.meta_dir, gaia_dir=field.gaia_dir, backend=backend)
     reducer.reduce(field.raw)
@@ -90,8 +92,8 @@ def main(argv=None):
 
     med, best = median_time(reduce_only, args.repeat)
     rows.append(("warm: reduction in memory (read, detrend, sky, Gaia, centroids, photometry, zeropoints)", med, best))
-    med, best = median_time(lambda: write_outputs(reducer.reduce(field.raw), reducer), args.repeat,
-                            functools.partial(shutil.rmtree, warm_outdir, ignore_errors=True))
+    med, best = median_time(lambda: write_outputs(reducer.reduce(field.raw), reducer), args.repeat, clear_warm)
+    clear_warm()
     rows.append(("warm: reduction + detrended FITS + summary FITS (no PNGs)", med, best))
     t = time.perf_counter()
     for _ in range(args.batch):
