@@ -346,6 +346,33 @@ def _max_snr_segment(f, good, mu0):
     return best_seg
 
 
+def _cut_median(logl):
+    """Index of the posterior median of a cut position with log-likelihoods `logl` (flat
+    prior)."""
+    w = np.exp(logl - logl.max())
+    c = np.cumsum(w)
+    return int(np.searchsorted(c, 0.5 * c[-1]))
+
+
+def _ends(f, good, mu, seg, span, window=40):
+    """Streak ends (major coordinates of the boundaries, pix) from segment `seg` = (i, j).
+
+    Each end is the posterior median, over the cuts within `window` columns of the segment's
+    end, of the likelihood of "amplitude `mu` inside, none outside" (unit-variance column
+    statistics `f`); columns that are not `good` (masked) carry no information, so an end
+    hidden under a mask lands in its middle. Cuts stay within `span` = (first, last) column
+    whose line point lies in the frame.
+    """
+    i, j = seg
+    g = np.where(good, mu * (f - 0.5 * mu), 0.0)
+    c = np.concatenate([[0.0], np.cumsum(g)])  # c[k]: log-likelihood of signal in columns < k
+    k0, k1 = max(j + 1 - window, i + 1), min(j + 1 + window, max(span[1], j) + 1)
+    end = k0 + _cut_median(c[k0:k1 + 1])
+    k0, k1 = max(i - window, min(span[0], i)), min(i + window, end - 1)
+    start = k0 + _cut_median(-c[k0:k1 + 1])
+    return start - 0.5, end - 0.5
+
+
 _BIN = 0.25
 
 
@@ -500,19 +527,29 @@ def _refine(ctx, x0, y0, x1, y1):
     sign_snr = (npos - 0.5 * n) / math.sqrt(0.25 * n)
     snr = float(swv[a:bb + 1][sel].sum() / math.sqrt(sw2[a:bb + 1][sel].sum()))
     amp = float(swv[a:bb + 1][sel].sum() / sw2[a:bb + 1][sel].sum())
+    na = ctx.nx if horizontal else ctx.ny
+    minor_lim = ctx.ny if horizontal else ctx.nx
+    # the part of the line inside the frame, [-0.5, n - 0.5] on both axes
+    m_lo, m_hi = -0.5, na - 0.5
+    if slope != 0.0:
+        q0, q1 = sorted(((-0.5 - icpt) / slope, (minor_lim - 0.5 - icpt) / slope))
+        m_lo, m_hi = max(m_lo, q0), min(m_hi, q1)
+    span = (max(int(math.ceil(m_lo)), 0), min(int(math.floor(m_hi)), na - 1))
+    fc = np.clip(f, -4.0, max(4.0, 4.0 * mu))
+    mu_seg = float(np.mean(fc[a:bb + 1][good[a:bb + 1]]))
+    e0, e1 = _ends(fc, good, max(mu_seg, 1e-3), (a, bb), span)
+    e0, e1 = max(e0, m_lo), min(e1, m_hi)
     if horizontal:
-        ex0, ex1 = float(a), float(bb)
+        ex0, ex1 = e0, e1
         ey0, ey1 = icpt + slope * ex0, icpt + slope * ex1
     else:
-        ey0, ey1 = float(a), float(bb)
+        ey0, ey1 = e0, e1
         ex0, ex1 = icpt + slope * ey0, icpt + slope * ey1
     length = math.hypot(ex1 - ex0, ey1 - ey0)
     if length < p.min_length_pix or snr_clip < p.min_snr or sign_snr < p.min_sign_snr:
         return None
-    na = ctx.nx if horizontal else ctx.ny
-    minor_lim = ctx.ny if horizontal else ctx.nx
     edge = 0
-    for m_, mn in ((a, icpt + slope * a), (bb, icpt + slope * bb)):
+    for m_, mn in ((e0, icpt + slope * e0), (e1, icpt + slope * e1)):
         if m_ <= 1 or m_ >= na - 2 or mn <= 1.5 or mn >= minor_lim - 2.5:
             edge += 1
     # flux per pixel of length: box sums across the streak (|d| <= 3 sigma + 1.5) of the
@@ -694,10 +731,13 @@ def _detect(image, bad_mask, star_x, star_y, star_flux_adu, exptime_s, be, wcs, 
     bkg_b = _upsample(xp, bkg_c, c, nby, nbx)
     sig_b = _upsample(xp, sig_c, c, nby, nbx)
     cellmask = be.asarray(np.repeat(np.repeat(masked_c, c, 0), c, 1)[:nby, :nbx])
-    valid = (bcnt * 2 >= b * b) & (smask == 0) & ~cellmask
+    usable = (bcnt * 2 >= b * b) & ~cellmask
     zs = (mean - bkg_b) * xp.sqrt(bcnt.astype(xp.float32)) / (sig_b * b)
-    z = xp.where(valid, xp.clip(zs, p.z_clip[0], p.z_clip[1]), 0).astype(xp.float32)
-    valid_u8 = valid.astype(xp.uint8)
+    z = xp.where(usable & (smask == 0), xp.clip(zs, p.z_clip[0], p.z_clip[1]), 0).astype(xp.float32)
+    # the refinement masks stars pixel by pixel (their blocks would hide up to a block more of a
+    # streak's end): their circles go into this frame's copy of the bad pixels, done with blocks
+    kern.star_mask(be.asarray(sx), be.asarray(sy), be.asarray(sr), 1, bad)
+    valid_u8 = usable.astype(xp.uint8)
     clock.check("mask_normalise")
 
     sums = _line_sums(z, kern, xp)
