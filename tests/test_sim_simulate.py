@@ -15,6 +15,7 @@ from photutils.aperture import CircularAperture, aperture_photometry
 from scipy.spatial import cKDTree
 
 from pc_gpu.errors import InputError, OutputExistsError
+from pc_gpu.rawio import CALIB_FILES
 from pc_gpu.sim import (Region, aperture_fractions, build_chunk_tree, make_calibrations, simulate_frame,
                         write_calibrations, write_frame)
 from pc_gpu.sim import simulate
@@ -276,4 +277,4 @@ def test_console_main_writes_frame(tmp_path, sim_gaia_dir):
     assert code == 0
     names = sorted(os.listdir(tmp_path / "o"))
     assert any(n.endswith(".fits") for n in names) and any(n.endswith(".wcs") for n in names)
-    assert sorted(os.listdir(tmp_path / "o" / "meta")) == sorted(simulate.CALIB_FILES.values())
+    assert sorted(os.listdir(tmp_path / "o" / "meta")) == sorted(CALIB_FILES.values())

@@ -30,22 +30,16 @@ import numpy as np
 from .. import __version__
 from ..camera import EL_NINO
 from ..errors import InputError, OutputExistsError, PCError
+from ..rawio import CALIB_FILES
 from .chunks import _healpix, _angular_distance, read_chunk_tree
 
 __all__ = [
-    "SimCalibrations", "SimFrame", "FramePaths", "CALIB_FILES", "make_calibrations", "make_wcs",
+    "SimCalibrations", "SimFrame", "FramePaths", "make_calibrations", "make_wcs",
     "raw_filename", "aperture_fractions", "simulate_frame", "write_frame", "write_calibrations",
     "main",
 ]
 
 log = logging.getLogger(__name__)
-
-CALIB_FILES = {
-    "mask": "pc_badpix_mask.fits.gz",
-    "bias": "pc_master_bias.fits.gz",
-    "dark": "pc_master_dark.fits.gz",
-    "flat": "pc_master_flat.fits.gz",
-}
 
 _WING_WEIGHT = 0.1      # fraction of a star's flux in the wide PSF component
 _WING_SCALE = 2.0       # wide component sigma / core sigma
