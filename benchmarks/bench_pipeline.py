@@ -13,16 +13,16 @@ Peers for each stage (numpy, photutils, SEP) are in benchmarks/bench_kernels.py.
 """
 
 import argparse
-import datetime
 import functools
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from machine import environment
 
 
 def median_time(fn, repeat, before=None):
@@ -35,17 +35,6 @@ def median_time(fn, repeat, before=None):
         fn()
         times.append(time.perf_counter() - t)
     return float(np.median(times)), float(np.min(times))
-
-
-def environment():
-    import numba
-
-    from pc_gpu import __version__
-
-    return (f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
-            f"pc_gpu {__version__}. Date: {datetime.date.today().isoformat()}. "
-            f"Load average at start: {os.getloadavg()[0]:.2f}.")
 
 
 def main(argv=None):
@@ -64,7 +53,7 @@ def main(argv=None):
     field = make_demo_field(args.workdir, seed=0, overwrite=True)
     backend = get_backend(args.device)
     warm_up(backend)
-    print(environment())
+    print("; ".join(f"{k}: {v}" for k, v in environment("numba").items()))
     print(f"Frame: {field.raw} (3296 x 2472), device {backend.name}, repeat {args.repeat}\n")
     rows = []
 

@@ -15,10 +15,8 @@ moment it is complete. The clock stops when its entry appears in the Redis strea
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,25 +24,9 @@ import time
 
 import numpy as np
 
+from machine import environment
+
 KEY = "pc_bench"
-
-
-def environment():
-    import astropy
-    import numba
-
-    import pc_gpu
-
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
-            "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-            "pc_gpu": pc_gpu.__version__, "numpy": np.__version__, "numba": numba.__version__,
-            "astropy": astropy.__version__}
 
 
 def make_night(workdir, n_frames):
@@ -252,7 +234,7 @@ def main():
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
-    for key, value in environment().items():
+    for key, value in environment("numba", "astropy").items():
         print(f"{key:>9}: {value}")
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
         result = bench_latency(args, work) if args.mode == "latency" else bench_load(args, work)

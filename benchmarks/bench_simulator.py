@@ -5,33 +5,11 @@ Usage: python benchmarks/bench_simulator.py [--repeat 5] [--seed 0]
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
 
-import numpy as np
-
-
-def environment():
-    import astropy
-    import fitsio
-    import scipy
-
-    import pc_gpu
-
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
-        "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-        "pc_gpu": pc_gpu.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-        "astropy": astropy.__version__, "fitsio": fitsio.__version__,
-    }
+from machine import environment
 
 
 def timed(func, repeat):
@@ -53,7 +31,7 @@ def main():
     from pc_gpu.sim import (Region, build_chunk_tree, make_calibrations, simulate_frame,
                             write_calibrations, write_frame)
 
-    for key, value in environment().items():
+    for key, value in environment("scipy", "astropy", "fitsio").items():
         print(f"{key:>9}: {value}")
     with tempfile.TemporaryDirectory() as work:
         gaia = os.path.join(work, "gaia")
