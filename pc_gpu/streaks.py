@@ -6,16 +6,19 @@ backend's device; the per-candidate refinement works on small host arrays):
 1. **Blocks**: 4 x 4 pixel sums and counts of the unmasked pixels (static bad pixels out).
 2. **Background**: median and MAD of the block means in cells of 8 x 8 blocks (32 pix); cells
    on a steep background gradient (dome edges) are masked with their neighbours.
-3. **Stars**: every catalogue star masks the blocks within a radius growing with its flux.
+3. **Stars**: every catalogue star masks the blocks within a radius growing with its flux
+   (for the streaks' ends, only the pixels within that radius).
 4. **Line transform**: a sliding fast digital Radon transform (dyadic, four orientations) of
    the block signal-to-noise image gives, at every block, the best 16-block (64 pix) line
    sum over all slopes; those above `seed_snr` are seeds.
 5. **Refinement** (strongest seed first, at full resolution): the band of pixels around the
    seed's line across the whole frame is gathered; the line is re-fitted from chunk
    matched-filter offsets, the width from the stacked profile, and the extent is the box
-   segment of the per-column matched-filter signal with the highest likelihood. A candidate
-   is kept when its segment is long enough, significant (`min_snr`) and consistently positive
-   (a sign test, robust to single bright outliers).
+   segment of the per-column matched-filter signal with the highest likelihood; each end is
+   then the posterior median of the cut between streak and sky there (masked pixels count as
+   missing data, so an end hidden by a star lands mid-mask). A candidate is kept when its
+   segment is long enough, significant (`min_snr`) and consistently positive (a sign test,
+   robust to single bright outliers).
 
 The step is cooperative about time: with a limit it checks the clock between stages and
 between candidates and gives up cleanly (`StreakResult.timed_out`, empty table).
@@ -261,6 +264,7 @@ class _Ctx:
     img: object
     bad: object
     valid: object
+    usable: object
     bkg: object
     sig: object
     b: int
@@ -274,9 +278,9 @@ class _Ctx:
     params: StreakParams
 
 
-def _gather_band(ctx, horizontal, slope, icpt, a0=0, a1=None):
+def _gather_band(ctx, horizontal, slope, icpt, a0=0, a1=None, valid=None):
     """Band values (na, 2k+1) and distances over major coordinates a0..a1 (default: the whole
-    major axis of the frame)."""
+    major axis of the frame); `valid`: the usable blocks (default: without the stars')."""
     xp = ctx.xp
     if a1 is None:
         a1 = (ctx.nx if horizontal else ctx.ny) - 1
@@ -285,8 +289,9 @@ def _gather_band(ctx, horizontal, slope, icpt, a0=0, a1=None):
     cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
     v = xp.empty((2 * kk + 1, na), dtype=xp.float32)
     d = xp.empty((2 * kk + 1, na), dtype=xp.float32)
-    ctx.kern.band(ctx.img, ctx.bad, ctx.valid, ctx.bkg, ctx.sig, ctx.b, int(a0), float(slope),
-                  float(icpt), float(cosphi), bool(horizontal), kk, v, d)
+    ctx.kern.band(ctx.img, ctx.bad, ctx.valid if valid is None else valid, ctx.bkg, ctx.sig,
+                  ctx.b, int(a0), float(slope), float(icpt), float(cosphi), bool(horizontal), kk,
+                  v, d)
     return ctx.to_host(v).T.astype(np.float64), ctx.to_host(d).T.astype(np.float64)
 
 
@@ -354,18 +359,23 @@ def _cut_median(logl):
     return int(np.searchsorted(c, 0.5 * c[-1]))
 
 
-def _ends(f, good, mu, seg, span, window=40):
+def _ends(swv, sw2, seg, span, f_max, window=40):
     """Streak ends (major coordinates of the boundaries, pix) from segment `seg` = (i, j).
 
-    Each end is the posterior median, over the cuts within `window` columns of the segment's
-    end, of the likelihood of "amplitude `mu` inside, none outside" (unit-variance column
-    statistics `f`); columns that are not `good` (masked) carry no information, so an end
-    hidden under a mask lands in its middle. Cuts stay within `span` = (first, last) column
-    whose line point lies in the frame.
+    Column k's matched-filter statistic f = swv / sqrt(sw2) (unit variance) has mean
+    A sqrt(sw2) inside the streak and 0 outside (A: peak amplitude in pixel-noise units,
+    fitted on the segment; masked pixels have no weight in swv and sw2, so they are missing
+    data, not zeros). Each end is the posterior median of the cut, over the cuts within
+    `window` columns of the segment's end, from that likelihood: an end hidden under a mask
+    lands in its middle. f is clipped to [-4, `f_max`] (single bright outliers). Cuts stay
+    within `span` = (first, last) column whose line point lies in the frame.
     """
     i, j = seg
-    g = np.where(good, mu * (f - 0.5 * mu), 0.0)
-    c = np.concatenate([[0.0], np.cumsum(g)])  # c[k]: log-likelihood of signal in columns < k
+    rt = np.sqrt(sw2)
+    f = np.clip(swv / np.where(rt > 0, rt, 1.0), -4.0, f_max)
+    amp = float(np.sum(rt[i:j + 1] * f[i:j + 1]) / max(np.sum(sw2[i:j + 1]), 1e-9))
+    m = max(amp, 1e-3) * rt
+    c = np.concatenate([[0.0], np.cumsum(m * (f - 0.5 * m))])  # log-lik of signal in columns < k
     k0, k1 = max(j + 1 - window, i + 1), min(j + 1 + window, max(span[1], j) + 1)
     end = k0 + _cut_median(c[k0:k1 + 1])
     k0, k1 = max(i - window, min(span[0], i)), min(i + window, end - 1)
@@ -511,10 +521,12 @@ def _refine(ctx, x0, y0, x1, y1):
     a, bb = seg
     # the cell background under a streak is biased high by the streak itself: take the
     # residual sky from the band's outer pixels and measure against it
-    # (for the measurements; acceptance uses the signal the segment was found in)
+    # (for the measurements and the ends; acceptance uses the signal the segment was found in)
+    sky = 0.0
     outer = (np.abs(d[a:bb + 1]) >= 3 * sigma + 2.0) & np.isfinite(v[a:bb + 1])
     if outer.sum() >= 20:
-        v = v - float(np.median(v[a:bb + 1][outer]))
+        sky = float(np.median(v[a:bb + 1][outer]))
+        v = v - sky
         _, _, swv, sw2 = _column_signal(v, d, sigma)
     sel = good[a:bb + 1]
     n = int(sel.sum())
@@ -527,6 +539,9 @@ def _refine(ctx, x0, y0, x1, y1):
     sign_snr = (npos - 0.5 * n) / math.sqrt(0.25 * n)
     snr = float(swv[a:bb + 1][sel].sum() / math.sqrt(sw2[a:bb + 1][sel].sum()))
     amp = float(swv[a:bb + 1][sel].sum() / sw2[a:bb + 1][sel].sum())
+    cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
+    if (bb - a) / cosphi < p.min_length_pix or snr_clip < p.min_snr or sign_snr < p.min_sign_snr:
+        return None
     na = ctx.nx if horizontal else ctx.ny
     minor_lim = ctx.ny if horizontal else ctx.nx
     # the part of the line inside the frame, [-0.5, n - 0.5] on both axes
@@ -535,9 +550,11 @@ def _refine(ctx, x0, y0, x1, y1):
         q0, q1 = sorted(((-0.5 - icpt) / slope, (minor_lim - 0.5 - icpt) / slope))
         m_lo, m_hi = max(m_lo, q0), min(m_hi, q1)
     span = (max(int(math.ceil(m_lo)), 0), min(int(math.floor(m_hi)), na - 1))
-    fc = np.clip(f, -4.0, max(4.0, 4.0 * mu))
-    mu_seg = float(np.mean(fc[a:bb + 1][good[a:bb + 1]]))
-    e0, e1 = _ends(fc, good, max(mu_seg, 1e-3), (a, bb), span)
+    # the ends from the same line with stars masked by their pixels only (their blocks would
+    # hide up to a block more of a streak ending near one)
+    vf, df = _gather_band(ctx, horizontal, slope, icpt, valid=ctx.usable)
+    _, _, swv_f, sw2_f = _column_signal(vf - sky, df, sigma)
+    e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
     e0, e1 = max(e0, m_lo), min(e1, m_hi)
     if horizontal:
         ex0, ex1 = e0, e1
@@ -546,15 +563,12 @@ def _refine(ctx, x0, y0, x1, y1):
         ey0, ey1 = e0, e1
         ex0, ex1 = icpt + slope * ey0, icpt + slope * ey1
     length = math.hypot(ex1 - ex0, ey1 - ey0)
-    if length < p.min_length_pix or snr_clip < p.min_snr or sign_snr < p.min_sign_snr:
-        return None
     edge = 0
     for m_, mn in ((e0, icpt + slope * e0), (e1, icpt + slope * e1)):
         if m_ <= 1 or m_ >= na - 2 or mn <= 1.5 or mn >= minor_lim - 2.5:
             edge += 1
     # flux per pixel of length: box sums across the streak (|d| <= 3 sigma + 1.5) of the
     # columns whose box is complete, times cos(phi) (a column crosses 1/cos(phi) of length)
-    cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
     inbox = np.abs(d[a:bb + 1]) <= 3 * sigma + 1.5
     vals = v[a:bb + 1]
     complete = ~np.any(inbox & ~np.isfinite(vals), axis=1)
@@ -733,11 +747,12 @@ def _detect(image, bad_mask, star_x, star_y, star_flux_adu, exptime_s, be, wcs, 
     cellmask = be.asarray(np.repeat(np.repeat(masked_c, c, 0), c, 1)[:nby, :nbx])
     usable = (bcnt * 2 >= b * b) & ~cellmask
     zs = (mean - bkg_b) * xp.sqrt(bcnt.astype(xp.float32)) / (sig_b * b)
-    z = xp.where(usable & (smask == 0), xp.clip(zs, p.z_clip[0], p.z_clip[1]), 0).astype(xp.float32)
-    # the refinement masks stars pixel by pixel (their blocks would hide up to a block more of a
-    # streak's end): their circles go into this frame's copy of the bad pixels, done with blocks
+    valid = usable & (smask == 0)
+    z = xp.where(valid, xp.clip(zs, p.z_clip[0], p.z_clip[1]), 0).astype(xp.float32)
+    valid_u8 = valid.astype(xp.uint8)
+    # for the streaks' ends, stars are masked by their pixels: their circles go into this
+    # frame's copy of the bad pixels (the blocks are done with it)
     kern.star_mask(be.asarray(sx), be.asarray(sy), be.asarray(sr), 1, bad)
-    valid_u8 = usable.astype(xp.uint8)
     clock.check("mask_normalise")
 
     sums = _line_sums(z, kern, xp)
@@ -760,9 +775,9 @@ def _detect(image, bad_mask, star_x, star_y, star_flux_adu, exptime_s, be, wcs, 
     MX, MY = 0.5 * (X0 + X1), 0.5 * (Y0 + Y1)
     alive = np.ones(snr.size, bool)
 
-    ctx = _Ctx(img=img, bad=bad, valid=valid_u8, bkg=bkg_b, sig=sig_b, b=b, ny=ny, nx=nx,
-               kern=kern, to_host=be.to_host, xp=xp, sigma_pix=sigma_pix,
-               exptime_s=float(exptime_s), params=p)
+    ctx = _Ctx(img=img, bad=bad, valid=valid_u8, usable=usable.astype(xp.uint8), bkg=bkg_b,
+               sig=sig_b, b=b, ny=ny, nx=nx, kern=kern, to_host=be.to_host, xp=xp,
+               sigma_pix=sigma_pix, exptime_s=float(exptime_s), params=p)
     accepted = []
     n_cand = 0
     seed_len = ((1 << SEED_LEVEL) - 1) * b
