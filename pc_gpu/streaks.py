@@ -359,7 +359,10 @@ def _cut_median(logl):
     return int(np.searchsorted(c, 0.5 * c[-1]))
 
 
-def _ends(swv, sw2, seg, span, f_max, window=40):
+_END_WINDOW = 40  # columns either side of a segment's end searched for the cut
+
+
+def _ends(swv, sw2, seg, span, f_max, window=_END_WINDOW):
     """Streak ends (major coordinates of the boundaries, pix) from segment `seg` = (i, j).
 
     Column k's matched-filter statistic f = swv / sqrt(sw2) (unit variance) has mean
@@ -551,9 +554,12 @@ def _refine(ctx, x0, y0, x1, y1):
         m_lo, m_hi = max(m_lo, q0), min(m_hi, q1)
     span = (max(int(math.ceil(m_lo)), 0), min(int(math.floor(m_hi)), na - 1))
     # the ends from the same line with stars masked by their pixels only (their blocks would
-    # hide up to a block more of a streak ending near one)
-    vf, df = _gather_band(ctx, horizontal, slope, icpt, valid=ctx.usable)
-    _, _, swv_f, sw2_f = _column_signal(vf - sky, df, sigma)
+    # hide up to a block more of a streak ending near one), gathered again around each end
+    swv_f, sw2_f = swv.copy(), sw2.copy()
+    for c in (a, bb):
+        w0, w1 = max(c - _END_WINDOW - 1, 0), min(c + _END_WINDOW + 1, na - 1)
+        vf, df = _gather_band(ctx, horizontal, slope, icpt, w0, w1, valid=ctx.usable)
+        _, _, swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _column_signal(vf - sky, df, sigma)
     e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
     e0, e1 = max(e0, m_lo), min(e1, m_hi)
     if horizontal:
