@@ -280,7 +280,8 @@ class _Ctx:
 
 def _gather_band(ctx, horizontal, slope, icpt, a0=0, a1=None, valid=None):
     """Band values (na, 2k+1) and distances over major coordinates a0..a1 (default: the whole
-    major axis of the frame); `valid`: the usable blocks (default: without the stars')."""
+    major axis of the frame); `valid`: the usable blocks (default `ctx.valid`, stars' blocks
+    masked)."""
     xp = ctx.xp
     if a1 is None:
         a1 = (ctx.nx if horizontal else ctx.ny) - 1
