@@ -83,10 +83,16 @@ def _serve(req_fd, rep_fd):
     """Child side: draw each request, reply {"ok": bool, "error": str}; never returns."""
     status = 0
     try:
+        import io
+
         import numpy as np
 
         from . import plots
 
+        # matplotlib is imported on first use, and fonts are loaded on first draw: do both now,
+        # while the parent is still busy
+        plots.zeropoint_plot(io.BytesIO(), np.array([10.0, 11.0]), np.array([-7.5, -6.5]), 17.5,
+                             title="warm-up", n_used=2, aperture_radius_pix=2.5)
         with os.fdopen(req_fd, "r") as requests, os.fdopen(rep_fd, "w") as replies:
             for line in requests:
                 try:
