@@ -354,13 +354,14 @@ class RealtimeService:
         """Before the first frame: load calibrations, compile (or load) the kernels, and make
         the first plot and FITS/WCS reads, so the first frame is as fast as the rest."""
         t0 = time.perf_counter()
+        from .kernels import warm_up as warm_kernels
+
         self.reducer.calibrations
-        try:
-            from .kernels import warm_up as warm_kernels
-        except ImportError:
-            warm_kernels = None
-        if warm_kernels is not None:
-            warm_kernels(self.reducer.backend)
+        warm_kernels(self.reducer.backend)
+        if self.options.detect_streaks:
+            from .streaks import warm_up as warm_streaks
+
+            warm_streaks(self.reducer.backend)
         _warm_io(self.options.checkplot)
         log.info("warm in %.1f s; waiting for frames", time.perf_counter() - t0)
 

@@ -10,9 +10,9 @@ Both kernel sets offer the same functions: detrend, bad_pixel_gather,
 apply_bad_pixel_gather, prepare_sky_regions, sky_order_statistics, sky_statistics_regions,
 recentroid, aperture_photometry. Get one through `pc_gpu.backend.get_backend`.
 
-Kernels are compiled with an on-disk cache (numba ``cache=True``); `warm_up` compiles them
-all on a tiny image so that the first real frame does not pay for it. numba's cache does not
-follow edits across files: after changing `_core.py`, delete ``pc_gpu/kernels/__pycache__``.
+Kernels are compiled with an on-disk cache (numba ``cache=True``) in a directory named after
+a digest of the kernel sources (`_cache.kernel_cache_dir`), so any edit compiles afresh;
+`warm_up` compiles them all on a tiny image so that the first real frame does not pay for it.
 """
 
 import logging

@@ -1,5 +1,6 @@
 """`python -m pc_gpu.kernels [--device cpu|gpu|auto]`: compile (or load from the disk cache)
-every kernel, so that the first frame a new process reduces does not pay for it."""
+every kernel, the streak kernels included, so that the first frame a new process reduces does
+not pay for it."""
 
 import argparse
 import logging
@@ -16,9 +17,12 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..backend import get_backend
     from ..errors import PCError
+    from ..streaks import warm_up as warm_up_streaks
 
     try:
-        warm_up(get_backend(args.device))
+        backend = get_backend(args.device)
+        warm_up(backend)
+        warm_up_streaks(backend)
     except PCError as exc:
         logging.getLogger("pc_gpu").error("%s", exc)
         return 1

@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _core
+from ._cache import cached_jit
 from .common import (KEY_BINS, BadPixelGather, SkyRegions, bad_pixel_gather, key_to_float,
                      locate_ranks, prepare_one_region, prepare_sky_regions, sky_summary)
 
@@ -16,11 +17,17 @@ __all__ = ["NAME", "detrend", "bad_pixel_gather", "apply_bad_pixel_gather", "pre
 
 NAME = "cpu"
 
-JIT_OPTIONS = dict(cache=True, error_model="numpy", nogil=True)
-"""Options of every CPU kernel: on-disk cache, no ZeroDivision checks (loops vectorise).
-fastmath stays off: results must not depend on reassociation (exact parity with numpy)."""
+JIT_OPTIONS = dict(error_model="numpy", nogil=True)
+"""Options of every CPU kernel (besides the on-disk cache of `_cache.cached_jit`): no
+ZeroDivision checks (loops vectorise). fastmath stays off: results must not depend on
+reassociation (exact parity with numpy)."""
 
-_k = _core.build(njit(**JIT_OPTIONS))
+
+def _jit(**extra):
+    return cached_jit(njit, **JIT_OPTIONS, **extra)
+
+
+_k = _core.build(_jit())
 _raw_value = _k.raw_value
 _gather_value = _k.gather_value
 _sort_key = _k.sort_key
@@ -29,7 +36,7 @@ _photometry_star = _k.photometry_star
 
 
 # --------------------------------------------------------------------------- detrend
-@njit(parallel=True, **JIT_OPTIONS)
+@_jit(parallel=True)
 def _detrend_kernel(raw, bias, dark, flat, has_flat, t, swap, signed, bzero, out):
     ny, nx = raw.shape
     for r in prange(ny):
@@ -89,7 +96,7 @@ def detrend(raw, bias, dark, flat, exptime_s, out, *, bzero=0.0):
 
 
 # --------------------------------------------------------------------------- bad pixels
-@njit(parallel=True, **JIT_OPTIONS)
+@_jit(parallel=True)
 def _gather_kernel(flat_img, index, nbr, weight):
     n = index.shape[0]
     for p in prange(n):
@@ -108,13 +115,13 @@ def apply_bad_pixel_gather(image, gather):
 
 # --------------------------------------------------------------------------- sky statistics
 # Inner loops over one run of a row (a contiguous slice: keeps the loops vectorisable).
-@njit(**JIT_OPTIONS)
+@_jit()
 def _hist_run(seg, hist):
     for c in range(seg.shape[0]):
         hist[_sort_key(seg[c]) >> 16] += 1
 
 
-@njit(**JIT_OPTIONS)
+@_jit()
 def _compact_run(seg, lut, pos, buf):
     for c in range(seg.shape[0]):
         key = _sort_key(seg[c])
@@ -124,7 +131,7 @@ def _compact_run(seg, lut, pos, buf):
             pos[s] += 1
 
 
-@njit(fastmath=True, **JIT_OPTIONS)
+@_jit(fastmath=True)
 def _clipped_run(seg, lo, hi):
     s = 0.0
     n = 0
@@ -136,7 +143,7 @@ def _clipped_run(seg, lo, hi):
     return s, n
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@_jit(parallel=True)
 def _sky_level1(u, run_ptr, run_c0, run_c1, nchunks):
     ny = u.shape[0]
     nb = run_ptr.shape[0]
@@ -150,7 +157,7 @@ def _sky_level1(u, run_ptr, run_c0, run_c1, nchunks):
     return h
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@_jit(parallel=True)
 def _sky_compact(u, run_ptr, run_c0, run_c1, nchunks, slot_of, offsets, buf):
     """Low 16 key bits of every pixel whose high 16 bits are one of its base region's slot
     bins (slot_of[b, high bits] >= 0), written to buf from offsets[ch, b, s] on (the exact
@@ -167,7 +174,7 @@ def _sky_compact(u, run_ptr, run_c0, run_c1, nchunks, slot_of, offsets, buf):
                     _compact_run(u[r, run_c0[q]:run_c1[q]], lut, pb, buf)
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@_jit(parallel=True)
 def _select_low_bits(buf, task_starts, task_ends, task_ptr, task_rank):
     """For each task t: the low-16-bit value at rank task_rank[t] among the union of the buf
     ranges task_starts/ends[task_ptr[t]:task_ptr[t + 1]]."""
@@ -190,7 +197,7 @@ def _select_low_bits(buf, task_starts, task_ends, task_ptr, task_rank):
     return out
 
 
-@njit(parallel=True, fastmath=True, **JIT_OPTIONS)
+@_jit(parallel=True, fastmath=True)
 def _sky_clipped_sums(img, run_ptr, run_c0, run_c1, nchunks, consumers, lo, hi, n_regions):
     ny = img.shape[0]
     nb = run_ptr.shape[0]
@@ -336,7 +343,7 @@ def row_order(y):
     return np.argsort(y, kind="stable")
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@_jit(parallel=True)
 def _recentroid_kernel(img, x0, y0, order, box, n_iter, cx, cy, r_max, xo, yo, qo):
     for k in prange(x0.shape[0]):
         s = order[k]
@@ -374,7 +381,7 @@ def scratch_sizes(radii, r_out):
     return 3 * len(radii) * ne, nbox * nbox
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@_jit(parallel=True)
 def _photometry_kernel(img, x, y, order, radii, r_in, r_out, sigclip, ntab, nann, nchunks, sums, bkg, nann_out,
                        flags):
     n = x.shape[0]

@@ -13,6 +13,7 @@ import numpy as np
 from numba import config, cuda
 
 from . import _core
+from ._cache import cached_jit
 from .common import (KEY_BINS, SkyRegions, bad_pixel_gather, key_to_float, locate_ranks,
                      prepare_one_region, prepare_sky_regions, sky_summary)
 from .cpu import raw_layout, scratch_sizes
@@ -29,7 +30,7 @@ _centroid_star = _k.centroid_star
 _photometry_star = _k.photometry_star
 
 
-@cuda.jit(cache=True)
+@cached_jit(cuda.jit)
 def _detrend_k(raw, bias, dark, flat, has_flat, t, swap, signed, bzero, out):
     ny, nx = raw.shape
     start = cuda.grid(1)
@@ -44,7 +45,7 @@ def _detrend_k(raw, bias, dark, flat, has_flat, t, swap, signed, bzero, out):
         out[r, c] = d
 
 
-@cuda.jit(cache=True)
+@cached_jit(cuda.jit)
 def _gather_k(flat_img, index, nbr, weight):
     start = cuda.grid(1)
     step = cuda.gridsize(1)
@@ -52,7 +53,7 @@ def _gather_k(flat_img, index, nbr, weight):
         flat_img[index[p]] = np.float32(_gather_value(flat_img, nbr, weight, p))
 
 
-@cuda.jit(cache=True)
+@cached_jit(cuda.jit)
 def _sky_level1_k(u, run_ptr, run_c0, run_c1, h):
     """Blocks walk rows; threads walk each run's columns; atomic level-1 histogram."""
     ny = u.shape[0]
@@ -64,7 +65,7 @@ def _sky_level1_k(u, run_ptr, run_c0, run_c1, h):
                     cuda.atomic.add(h, (b, _sort_key(u[r, c]) >> 16), 1)
 
 
-@cuda.jit(cache=True)
+@cached_jit(cuda.jit)
 def _sky_level2_k(u, run_ptr, run_c0, run_c1, slot_of, h2):
     ny = u.shape[0]
     nb = run_ptr.shape[0]
@@ -78,7 +79,7 @@ def _sky_level2_k(u, run_ptr, run_c0, run_c1, slot_of, h2):
                         cuda.atomic.add(h2, (b, s, key & 0xFFFF), 1)
 
 
-@cuda.jit(cache=True)
+@cached_jit(cuda.jit)
 def _sky_sums_k(img, run_ptr, run_c0, run_c1, consumers, lo, hi, sums, counts):
     ny = img.shape[0]
     nb = run_ptr.shape[0]
@@ -101,7 +102,7 @@ def _sky_sums_k(img, run_ptr, run_c0, run_c1, consumers, lo, hi, sums, counts):
                         cuda.atomic.add(counts, g, n)
 
 
-@cuda.jit(cache=True)
+@cached_jit(cuda.jit)
 def _recentroid_k(img, x0, y0, box, n_iter, cx, cy, r_max, xo, yo, qo):
     start = cuda.grid(1)
     step = cuda.gridsize(1)
@@ -112,7 +113,7 @@ def _recentroid_k(img, x0, y0, box, n_iter, cx, cy, r_max, xo, yo, qo):
         qo[s] = q
 
 
-@cuda.jit(cache=True)
+@cached_jit(cuda.jit)
 def _photometry_k(img, x, y, radii, r_in, r_out, sigclip, sums, bkg, nann, flags, tab, ann, w1, w2):
     start = cuda.grid(1)
     step = cuda.gridsize(1)

@@ -26,6 +26,8 @@ import math
 import numba
 import numpy as np
 
+from ._cache import cached_jit
+
 __all__ = ["block_sum_one", "star_mask_one", "cell_stats_one", "dyadic_one", "line_sum_one",
            "band_one", "CPU", "cuda_kernels", "SEED_LEVEL", "MAX_CELL"]
 
@@ -189,17 +191,17 @@ def band_one(img, bad, valid, bkg, sig, b, a, k, a0, slope, icpt, cosphi, horizo
 
 # --------------------------------------------------------------------------- CPU target
 
-_JIT = dict(cache=True, error_model="numpy")
+_JIT = dict(error_model="numpy")
 
-_block_sum_c = numba.njit(**_JIT)(block_sum_one)
-_star_mask_c = numba.njit(**_JIT)(star_mask_one)
-_cell_stats_c = numba.njit(**_JIT)(cell_stats_one)
-_dyadic_c = numba.njit(**_JIT)(dyadic_one)
-_line_sum_c = numba.njit(**_JIT)(line_sum_one)
-_band_c = numba.njit(**_JIT)(band_one)
+_block_sum_c = cached_jit(numba.njit, **_JIT)(block_sum_one)
+_star_mask_c = cached_jit(numba.njit, **_JIT)(star_mask_one)
+_cell_stats_c = cached_jit(numba.njit, **_JIT)(cell_stats_one)
+_dyadic_c = cached_jit(numba.njit, **_JIT)(dyadic_one)
+_line_sum_c = cached_jit(numba.njit, **_JIT)(line_sum_one)
+_band_c = cached_jit(numba.njit, **_JIT)(band_one)
 
 
-@numba.njit(parallel=True, **_JIT)
+@cached_jit(numba.njit, parallel=True, **_JIT)
 def _cpu_block_sums(img, bad, b, bsum, bcnt):
     nby, nbx = bsum.shape
     for by in numba.prange(nby):
@@ -207,13 +209,13 @@ def _cpu_block_sums(img, bad, b, bsum, bcnt):
             _block_sum_c(img, bad, by, bx, b, bsum, bcnt)
 
 
-@numba.njit(**_JIT)
+@cached_jit(numba.njit, **_JIT)
 def _cpu_star_mask(sx, sy, sr, b, mask):
     for k in range(sx.shape[0]):
         _star_mask_c(k, sx, sy, sr, b, mask)
 
 
-@numba.njit(parallel=True, **_JIT)
+@cached_jit(numba.njit, parallel=True, **_JIT)
 def _cpu_cell_stats(m, use, c, scratch, med, mad):
     ncy, ncx = med.shape
     for cy in numba.prange(ncy):
@@ -221,7 +223,7 @@ def _cpu_cell_stats(m, use, c, scratch, med, mad):
             _cell_stats_c(cy, cx, m, use, c, scratch, med, mad)
 
 
-@numba.njit(parallel=True, **_JIT)
+@cached_jit(numba.njit, parallel=True, **_JIT)
 def _cpu_dyadic(prev, nxt, half, h, w):
     nsl, hp, wp = nxt.shape
     for y in numba.prange(hp):
@@ -230,7 +232,7 @@ def _cpu_dyadic(prev, nxt, half, h, w):
                 _dyadic_c(prev, nxt, s, y, x, half, h, w)
 
 
-@numba.njit(parallel=True, **_JIT)
+@cached_jit(numba.njit, parallel=True, **_JIT)
 def _cpu_best_line(prev, half, best):
     h, w = best.shape
     for y in numba.prange(h):
@@ -241,7 +243,7 @@ def _cpu_best_line(prev, half, best):
                 best[y, x] = max(best[y, x], _line_sum_c(prev, s, y, x, half))
 
 
-@numba.njit(**_JIT)
+@cached_jit(numba.njit, **_JIT)
 def _cpu_band(img, bad, valid, bkg, sig, b, a0, slope, icpt, cosphi, horizontal, kk, out_v, out_d):
     nk, na = out_v.shape
     for k in range(nk):  # small: threads would cost more than they save
