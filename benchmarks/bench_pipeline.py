@@ -7,6 +7,7 @@ Times, each the median of `--repeat` runs:
   and without the checkplot;
 - a warm process (calibrations, Gaia stars and kernels loaded): the reduction alone, and the
   reduction with all outputs except PNGs, with each stage's share;
+- the zeropoint checkplot drawn in a warm process;
 - frames per second over a batch of `--batch` reductions in one warm process.
 Each timed run writes new files (earlier outputs are removed untimed), as frames do in real use.
 Peers for each stage (numpy, photutils, SEP) are in benchmarks/bench_kernels.py.
@@ -45,6 +46,7 @@ def main(argv=None):
     p.add_argument("--workdir", default="bench_output")
     args = p.parse_args(argv)
 
+    from pc_gpu import plots
     from pc_gpu.backend import get_backend
     from pc_gpu.kernels import warm_up
     from pc_gpu.pipeline import Reducer, RunOptions, write_outputs
@@ -84,6 +86,12 @@ def main(argv=None):
     med, best = median_time(lambda: write_outputs(reducer.reduce(field.raw), reducer), args.repeat, clear_warm)
     clear_warm()
     rows.append(("warm: reduction + detrended FITS + summary FITS (no PNGs)", med, best))
+    cat = reducer.reduce(field.raw).catalog
+    g_prime, m_inst = cat["G_PRIME"], cat["m_inst"][:, reducer.standard_aperture]
+    plot_path = os.path.join(args.workdir, "warm-zp.png")
+    med, best = median_time(lambda: plots.zeropoint_plot(plot_path, g_prime, m_inst, 17.5, title="bench",
+                                                         n_used=len(cat), aperture_radius_pix=2.5), args.repeat)
+    rows.append(("warm: the zeropoint checkplot alone (matplotlib imported)", med, best))
     t = time.perf_counter()
     for _ in range(args.batch):
         reducer.reduce(field.raw)
