@@ -169,17 +169,26 @@ class Reducer:
         return {k: p for k, p in paths.items() if wanted[k]}
 
     def reduce(self, raw_path):
-        """Reduce one raw frame in memory; raise InputError, TelescopeMotion on bad input."""
-        o, cam, be = self.options, self.camera, self.backend
-        t = {"start": time.perf_counter()}
+        """Read one raw frame and its .wcs and reduce it in memory; raise InputError,
+        TelescopeMotion (ZPFLAG with --check_tcs_motion) or OutputExistsError."""
+        started = time.perf_counter()
         raw_path = os.fspath(raw_path)
-        frame = read_raw(raw_path, cam)
+        frame = read_raw(raw_path, self.camera)
+        if self.options.check_tcs_motion and _truthy(frame.header.get("ZPFLAG")):
+            raise TelescopeMotion(f"{raw_path}: ZPFLAG set, the telescope moved during the exposure; skipped")
+        obs_night = observing_night(local_datetime(frame.header, raw_path))
+        check_outputs_free(self.planned_outputs(raw_path, obs_night).values(), overwrite=self.options.overwrite)
+        wcs = read_wcs(wcs_path_for(raw_path))
+        return self.reduce_frame(frame, wcs, started=started)
+
+    def reduce_frame(self, frame, wcs, *, started=None):
+        """Reduce a frame already in memory (`rawio.RawFrame` and its astropy WCS). The 'read'
+        stage timing counts from `started` (time.perf_counter() s) when given."""
+        o, cam, be = self.options, self.camera, self.backend
+        t = {"start": time.perf_counter() if started is None else started}
+        raw_path = frame.path
         local = local_datetime(frame.header, raw_path)
         obs_night = observing_night(local)
-        if o.check_tcs_motion and _truthy(frame.header.get("ZPFLAG")):
-            raise TelescopeMotion(f"{raw_path}: ZPFLAG set, the telescope moved during the exposure; skipped")
-        check_outputs_free(self.planned_outputs(raw_path, obs_night).values(), overwrite=o.overwrite)
-        wcs = read_wcs(wcs_path_for(raw_path))
         calib = self.calibrations
         t["read"] = time.perf_counter()
 
@@ -249,7 +258,8 @@ class Reducer:
                              obs_night=obs_night, timestamp=telemetry_timestamp(local),
                              exptime_s=frame.exptime_s, wcs_ctype=tuple(wcs.wcs.ctype), timings=timings,
                              streaks=streaks)
-        row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == self.standard_aperture) & (zps["science_fov_only"] == 0)][0]
+        row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == self.standard_aperture)
+                  & (zps["science_fov_only"] == 0)][0]
         log.info("%s: zp %.3f mag (%d stars), sky %.3f ADU/s/pix, dome %s, %.0f ms on %s",
                  os.path.basename(raw_path), row["zp_adu_per_s"], row["n_sources_for_zp"],
                  sky[0]["median_adu_per_s"], "yes" if has_dome else "no",

@@ -10,6 +10,7 @@ import pytest
 from pc_gpu.backend import get_backend
 from pc_gpu.camera import EL_NINO
 from pc_gpu.pipeline import Reducer, RunOptions, process_frame
+from pc_gpu.rawio import read_raw, read_wcs, wcs_path_for
 from pc_gpu.sim import make_demo_field
 from pc_gpu.telemetry import RedisSettings
 from pc_gpu.zeropoints import zeropoint_stars
@@ -192,3 +193,15 @@ def test_dome_flag_right_with_and_without_dome(tmp_path, sim_gaia_dir, small_cam
                           gaia_dir=field.gaia_dir, backend=cpu)
         flags[dome] = bool(reducer.reduce(field.raw).sky[0]["has_dome"])
     assert flags == {False: False, True: True}
+
+
+def test_reduce_frame_in_memory_equals_reduce_from_file(demo_field, cpu):
+    reducer = Reducer(RunOptions(), meta_dir=demo_field.meta_dir, gaia_dir=demo_field.gaia_dir, backend=cpu)
+    from_file = reducer.reduce(demo_field.raw)
+    frame = read_raw(demo_field.raw, reducer.camera)
+    in_memory = reducer.reduce_frame(frame, read_wcs(wcs_path_for(demo_field.raw)))
+    assert len(in_memory.catalog) > 1000
+    for name in ("xcentroid", "ycentroid", "flux_adu", "sky_annulus_median"):
+        np.testing.assert_array_equal(in_memory.catalog[name], from_file.catalog[name])
+    np.testing.assert_array_equal(in_memory.zeropoints["zp_adu_per_s"], from_file.zeropoints["zp_adu_per_s"])
+    assert in_memory.raw_path == from_file.raw_path and in_memory.obs_night == from_file.obs_night
