@@ -8,7 +8,8 @@ so tests exercise the GPU code path without a GPU. cupy is imported here and now
 """
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +21,25 @@ log = logging.getLogger(__name__)
 
 _INSTALL_HINT = ("install the GPU extra matching your CUDA driver: "
                  "pip install 'pc_gpu[gpu]' (CUDA 13) or 'pc_gpu[gpu-cu12]' (CUDA 12)")
+
+
+class _PinnedStaging:
+    """Page-locked host buffers, one per (shape, dtype), allocated on first use and reused;
+    `lock` serialises their use (uploads from several threads)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self._buffers = {}
+
+    def buffer(self, shape, dtype):
+        key = (tuple(shape), np.dtype(dtype).str)
+        if key not in self._buffers:
+            import cupy
+
+            count = int(np.prod(shape))
+            memory = cupy.cuda.alloc_pinned_memory(count * np.dtype(dtype).itemsize)
+            self._buffers[key] = np.frombuffer(memory, dtype, count).reshape(shape)
+        return self._buffers[key]
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,7 @@ class Backend:
     name: str
     xp: object
     kernels: object
+    _staging: _PinnedStaging = field(default_factory=lambda: _PinnedStaging(), repr=False, compare=False)
 
     @property
     def is_gpu(self):
@@ -57,35 +78,21 @@ class Backend:
         return self.xp.asnumpy(a)
 
     def upload(self, a):
-        """Host array `a` on the device, copied through a reused page-locked (pinned) staging
-        buffer on a real GPU; elsewhere the same as `asarray`."""
+        """Host array `a` on the device: on a real GPU copied through a page-locked (pinned)
+        staging buffer kept per shape and dtype by this backend; elsewhere `asarray`."""
         if self.name != "gpu":
             return self.xp.asarray(a)
         a = np.ascontiguousarray(a)
-        staging = _pinned_buffer(a.shape, a.dtype)
-        staging[...] = a
-        device = self.xp.empty(a.shape, a.dtype)
-        device.set(staging)
+        with self._staging.lock:
+            staging = self._staging.buffer(a.shape, a.dtype)
+            staging[...] = a
+            device = self.xp.empty(a.shape, a.dtype)
+            device.set(staging)  # synchronous: the buffer is free again when this returns
         return device
 
     def gather_to_device(self, gather):
         """A `BadPixelGather` with its arrays on this backend's device."""
         return gather.to(self.asarray)
-
-
-_PINNED = {}
-
-
-def _pinned_buffer(shape, dtype):
-    """A page-locked host array of `shape`/`dtype`, allocated once and reused (one raw frame)."""
-    key = (tuple(shape), np.dtype(dtype).str)
-    if key not in _PINNED:
-        import cupy
-
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        memory = cupy.cuda.alloc_pinned_memory(nbytes)
-        _PINNED[key] = np.frombuffer(memory, dtype, int(np.prod(shape))).reshape(shape)
-    return _PINNED[key]
 
 
 def _set_threads(threads):
@@ -131,10 +138,20 @@ def _cpu_backend():
 
 def _gpu_backend():
     import cupy
+    from numba import cuda
 
+    from .kernels._cache import cuda_config
     from .kernels.cuda import CudaKernels
 
-    return Backend("gpu", cupy, CudaKernels(cupy, cupy.asnumpy))
+    # Kernels launch on cupy's current stream, so they are ordered with cupy's own work: the
+    # host need not synchronise each time a cupy array is handed to a kernel.
+    cuda_config().CUDA_ARRAY_INTERFACE_SYNC = False
+
+    def current_stream():
+        ptr = cupy.cuda.get_current_stream().ptr
+        return cuda.external_stream(ptr) if ptr else cuda.default_stream()
+
+    return Backend("gpu", cupy, CudaKernels(cupy, cupy.asnumpy, stream=current_stream))
 
 
 def _simulated_gpu_backend():

@@ -49,7 +49,7 @@ def detrend(raw, calibrations, exptime_s, backend, *, flatfield=True):
     its row-wise and column-wise linear interpolations over good pixels (constant past the last
     good pixel). `raw` is the uint16 frame (host or device).
     """
-    raw = backend.asarray(raw)
+    raw = backend.upload(raw)
     out = backend.xp.empty(raw.shape, dtype=np.float32)
     flat = calibrations.flat if flatfield else None
     backend.kernels.detrend(raw, calibrations.bias, calibrations.dark, flat, float(exptime_s), out)

@@ -3,7 +3,8 @@
 numba drops a cached function only when the file that defines it changes. The launchers in
 cpu.py and cuda.py have the `_core` functions compiled into them, so an edit to _core.py alone
 would leave their cached machine code stale. Caching under a digest of every kernels/*.py file
-makes any edit (or a `git pull`) compile afresh.
+makes any edit (or a `git pull`) compile afresh. numba-cuda keeps its own copy of numba's
+configuration, so the directory is set in both for a CUDA kernel.
 """
 
 import contextlib
@@ -14,7 +15,7 @@ import os
 
 from numba import config
 
-__all__ = ["kernel_cache_dir", "cached_jit"]
+__all__ = ["kernel_cache_dir", "cached_jit", "cuda_config"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -37,22 +38,37 @@ def kernel_cache_dir():
     return os.path.join(base, digest.hexdigest()[:16])
 
 
+def cuda_config():
+    """The configuration module numba's CUDA target reads: numba-cuda's own copy where it
+    has one, else numba.config."""
+    try:
+        from numba.cuda.core import config as cuda_cfg
+    except ImportError:
+        return config
+    return cuda_cfg
+
+
 @contextlib.contextmanager
-def _cache_dir(path):
-    previous = config.CACHE_DIR
-    config.CACHE_DIR = path
+def _cache_dir(path, configs):
+    previous = [c.CACHE_DIR for c in configs]
+    for c in configs:
+        c.CACHE_DIR = path
     try:
         yield
     finally:
-        config.CACHE_DIR = previous
+        for c, p in zip(configs, previous):
+            c.CACHE_DIR = p
 
 
 def cached_jit(jit, **options):
     """Decorator: `jit(cache=True, **options)` (numba.njit or numba.cuda.jit) caching in
     `kernel_cache_dir()` (numba fixes a function's cache directory when it is decorated)."""
+    configs = [config]
+    if "cuda" in getattr(jit, "__module__", ""):
+        configs.append(cuda_config())
 
     def decorate(func):
-        with _cache_dir(kernel_cache_dir()):
+        with _cache_dir(kernel_cache_dir(), configs):
             return jit(cache=True, **options)(func)
 
     return decorate

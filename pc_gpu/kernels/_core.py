@@ -7,6 +7,14 @@ trick": one source, two targets). The outer loops and launchers live in `cpu.py`
 
 Conventions: pixel centres at integers, x = column (axis 1); arithmetic in float64 except
 `detrend_pixel`, which reproduces the float32 numpy expression bit for bit.
+
+Where the CPU and the GPU must agree exactly (detrended pixels, bad-pixel values, centroids and
+the integer outputs that hang on them, annulus membership and clipping) products and sums go
+through `arithmetic` (`fmul`, `fsub`, `dmul`, `dadd`, `dsub`): plain operators on the CPU and
+in the simulator, libdevice's correctly rounded ``*_rn`` functions on a device, which the CUDA
+compiler may not fuse into a multiply-add. Floating-point minima and maxima use `lesser` and
+`greater` (compare and select, Python's semantics for NaN) rather than min/max, which lower to
+NaN-ignoring fmin/fmax on a device.
 """
 
 import math
@@ -22,8 +30,55 @@ FLAG_ANNULUS_EDGE = 2  # part of the annulus lies outside the image
 FLAG_NO_ANNULUS = 4  # no annulus pixel: background is NaN
 
 
-def build(jit):
-    """Compile the shared kernel logic with `jit`; returns a SimpleNamespace of functions."""
+def plain_arithmetic():
+    """The exact-arithmetic primitives as plain Python (numba never contracts them on the CPU
+    without fastmath, and the simulator runs them as numpy float32/float64 operations)."""
+
+    def fmul(a, b):
+        return a * b
+
+    def fsub(a, b):
+        return a - b
+
+    def dmul(a, b):
+        return a * b
+
+    def dadd(a, b):
+        return a + b
+
+    def dsub(a, b):
+        return a - b
+
+    return SimpleNamespace(fmul=fmul, fsub=fsub, dmul=dmul, dadd=dadd, dsub=dsub)
+
+
+def build(jit, arithmetic=None):
+    """Compile the shared kernel logic with `jit`; returns a SimpleNamespace of functions.
+
+    `arithmetic`: callables fmul, fsub (float32) and dmul, dadd, dsub (float64), each rounded
+    once; default `plain_arithmetic()` compiled with `jit`.
+    """
+    if arithmetic is None:
+        plain = plain_arithmetic()
+        arithmetic = SimpleNamespace(**{name: jit(f) for name, f in vars(plain).items()})
+    fmul = arithmetic.fmul
+    fsub = arithmetic.fsub
+    dmul = arithmetic.dmul
+    dadd = arithmetic.dadd
+    dsub = arithmetic.dsub
+
+    # ----------------------------------------------------------------- NaN-consistent min/max
+    def lesser(a, b):
+        """min(a, b) as Python computes it (a unless b < a; NaN comparisons are false)."""
+        return b if b < a else a
+
+    lesser_j = jit(lesser)
+
+    def greater(a, b):
+        """max(a, b) as Python computes it (a unless b > a)."""
+        return b if b > a else a
+
+    greater_j = jit(greater)
 
     # ----------------------------------------------------------------- detrend, bad pixels
     def raw_value(u, swap, signed, bzero):
@@ -37,11 +92,21 @@ def build(jit):
 
     raw_value_j = jit(raw_value)
 
+    def detrend_pixel(v, bias, dark, t, flat, has_flat):
+        """(v - bias - dark * t) / flat in float32, each operation rounded once (as numpy
+        evaluates it left to right); flat ignored unless `has_flat`."""
+        d = fsub(fsub(v, bias), fmul(dark, t))
+        if has_flat:
+            d = d / flat  # IEEE division on both targets (div.rn on a device)
+        return d
+
+    detrend_pixel_j = jit(detrend_pixel)
+
     def gather_value(img_flat, nbr, wgt, p):
         """Interpolated value of bad pixel number `p` from its (up to 4) weighted neighbours."""
         s = 0.0
         for k in range(4):
-            s += np.float64(wgt[p, k]) * np.float64(img_flat[nbr[p, k]])
+            s = dadd(s, dmul(np.float64(wgt[p, k]), np.float64(img_flat[nbr[p, k]])))
         return s
 
     gather_value_j = jit(gather_value)
@@ -66,18 +131,20 @@ def build(jit):
         """
         ny = img.shape[0]
         nx = img.shape[1]
-        dist = math.sqrt((x0 - centre_x) ** 2 + (y0 - centre_y) ** 2)
-        cmax = min(max(dist * (2.0 / r_max) + 2.5, 2.5), 4.5)
+        ddx = x0 - centre_x
+        ddy = y0 - centre_y
+        dist = math.sqrt(dadd(dmul(ddx, ddx), dmul(ddy, ddy)))
+        cmax = lesser_j(greater_j(dadd(dmul(dist, 2.0 / r_max), 2.5), 2.5), 4.5)
         rad = 0.5 * box
         xc = x0
         yc = y0
         for it in range(n_iter):
-            xrad = min(rad, max(xc, 0.0), max(nx - xc, 0.0))
+            xrad = lesser_j(lesser_j(rad, greater_j(xc, 0.0)), greater_j(nx - xc, 0.0))
             i_start = math.floor(xc + 0.5 - xrad)
             i_end = min(math.ceil(xc - 0.5 + xrad) + 1, nx)
             if i_start >= nx or i_end <= 0:
                 return x0, y0, 1
-            yrad = min(rad, max(yc, 0.0), max(ny - yc, 0.0))
+            yrad = lesser_j(lesser_j(rad, greater_j(yc, 0.0)), greater_j(ny - yc, 0.0))
             j_start = math.floor(yc + 0.5 - yrad)
             j_end = min(math.ceil(yc - 0.5 + yrad) + 1, ny)
             if j_start >= ny or j_end <= 0:
@@ -90,16 +157,16 @@ def build(jit):
             sx = 0.0
             sy = 0.0
             for j in range(j_start, j_end):
-                ya = max(j - 0.5 - yc, -yrad)
-                yb = min(j + 0.5 - yc, yrad)
+                ya = greater_j(j - 0.5 - yc, -yrad)
+                yb = lesser_j(j + 0.5 - yc, yrad)
                 fy = yb - ya
                 for i in range(i_start, i_end):
-                    xa = max(i - 0.5 - xc, -xrad)
-                    xb = min(i + 0.5 - xc, xrad)
-                    w = np.float64(img[j, i]) * ((xb - xa) * fy)
+                    xa = greater_j(i - 0.5 - xc, -xrad)
+                    xb = lesser_j(i + 0.5 - xc, xrad)
+                    w = dmul(np.float64(img[j, i]), dmul(xb - xa, fy))
                     norm += w
-                    sx += w * (i - xc)
-                    sy += w * (j - yc)
+                    sx = dadd(sx, dmul(w, i - xc))
+                    sy = dadd(sy, dmul(w, j - yc))
             xn = xc
             yn = yc
             if norm > 0:
@@ -121,7 +188,7 @@ def build(jit):
         s = t / r
         if s > 1.0:
             s = 1.0
-        return 0.5 * (t * math.sqrt(max(r * r - t * t, 0.0)) + r * r * math.asin(s))
+        return 0.5 * (t * math.sqrt(greater_j(r * r - t * t, 0.0)) + r * r * math.asin(s))
 
     arc_primitive_j = jit(arc_primitive)
 
@@ -129,8 +196,8 @@ def build(jit):
         """Signed area of the disk (radius r, at the origin) inside the rectangle spanned by
         the origin and the corner (ex, ey); p_x = arc_primitive(min(|ex|, r)),
         xc_y = sqrt(r^2 - min(|ey|, r)^2), p_xc_y = arc_primitive(xc_y)."""
-        ax = min(abs(ex), r)
-        ay = min(abs(ey), r)
+        ax = lesser_j(abs(ex), r)
+        ay = lesser_j(abs(ey), r)
         if ax * ax + ay * ay <= r2:
             q = ax * ay
         else:
@@ -258,7 +325,7 @@ def build(jit):
         rmax = 0.0
         for k in range(nr):
             sums[k] = 0.0
-            rmax = max(rmax, np.float64(radii[k]))
+            rmax = greater_j(rmax, np.float64(radii[k]))
         flags = 0
         i0 = int(math.floor(x - rmax - 0.5)) + 1
         i1 = int(math.ceil(x + rmax + 0.5)) - 1
@@ -274,11 +341,11 @@ def build(jit):
             r = np.float64(radii[k])
             for a in range(ne_x):
                 ex = i0 + a - 0.5 - x
-                tab[k * ne_x + a] = arc_primitive_j(min(abs(ex), r), r)
+                tab[k * ne_x + a] = arc_primitive_j(lesser_j(abs(ex), r), r)
             for b in range(ne_y):
                 ey = j0 + b - 0.5 - y
-                ay = min(abs(ey), r)
-                xcy = math.sqrt(max(r * r - ay * ay, 0.0))
+                ay = lesser_j(abs(ey), r)
+                xcy = math.sqrt(greater_j(r * r - ay * ay, 0.0))
                 tab[off_y + 2 * (k * ne_y + b)] = xcy
                 tab[off_y + 2 * (k * ne_y + b) + 1] = arc_primitive_j(xcy, r)
         for j in range(max(j0, 0), min(j1, ny - 1) + 1):
@@ -291,7 +358,7 @@ def build(jit):
                 dmin_y = -ey1
             else:
                 dmin_y = 0.0
-            dmax_y = max(abs(ey0), abs(ey1))
+            dmax_y = greater_j(abs(ey0), abs(ey1))
             for i in range(max(i0, 0), min(i1, nx - 1) + 1):
                 a = i - i0
                 ex0 = i - 0.5 - x
@@ -302,7 +369,7 @@ def build(jit):
                     dmin_x = -ex1
                 else:
                     dmin_x = 0.0
-                dmax_x = max(abs(ex0), abs(ex1))
+                dmax_x = greater_j(abs(ex0), abs(ex1))
                 dmin2 = dmin_x * dmin_x + dmin_y * dmin_y
                 dmax2 = dmax_x * dmax_x + dmax_y * dmax_y
                 v = np.float64(img[j, i])
@@ -331,10 +398,10 @@ def build(jit):
         m = 0
         for j in range(max(aj0, 0), min(aj1, ny - 1) + 1):
             dy = j - y
-            dy2 = dy * dy
+            dy2 = dmul(dy, dy)
             for i in range(max(ai0, 0), min(ai1, nx - 1) + 1):
                 dx = i - x
-                d2 = dx * dx + dy2
+                d2 = dadd(dmul(dx, dx), dy2)
                 if (d2 >= ri2) & (d2 < ro2):
                     ann[m] = img[j, i]
                     m += 1
@@ -350,10 +417,10 @@ def build(jit):
                 var = 0.0
                 for i in range(m):
                     d = np.float64(ann[i]) - mean
-                    var += d * d
+                    var = dadd(var, dmul(d, d))
                 std = math.sqrt(var / m)
-                lo = med - std * 3.0
-                hi = med + std * 3.0
+                lo = dsub(med, dmul(std, 3.0))
+                hi = dadd(med, dmul(std, 3.0))
                 c = 0
                 for i in range(m):
                     v = ann[i]
@@ -371,7 +438,10 @@ def build(jit):
     photometry_star_j = jit(photometry_star)
 
     return SimpleNamespace(
+        lesser=lesser_j,
+        greater=greater_j,
         raw_value=raw_value_j,
+        detrend_pixel=detrend_pixel_j,
         gather_value=gather_value_j,
         sort_key=sort_key_j,
         centroid_star=centroid_star_j,

@@ -29,6 +29,7 @@ def _jit(**extra):
 
 _k = _core.build(_jit())
 _raw_value = _k.raw_value
+_detrend_pixel = _k.detrend_pixel
 _gather_value = _k.gather_value
 _sort_key = _k.sort_key
 _centroid_star = _k.centroid_star
@@ -40,14 +41,9 @@ _photometry_star = _k.photometry_star
 def _detrend_kernel(raw, bias, dark, flat, has_flat, t, swap, signed, bzero, out):
     ny, nx = raw.shape
     for r in prange(ny):
-        if has_flat:
-            for c in range(nx):
-                v = np.float32(_raw_value(raw[r, c], swap, signed, bzero))
-                out[r, c] = (v - bias[r, c] - dark[r, c] * t) / flat[r, c]
-        else:
-            for c in range(nx):
-                v = np.float32(_raw_value(raw[r, c], swap, signed, bzero))
-                out[r, c] = v - bias[r, c] - dark[r, c] * t
+        for c in range(nx):
+            v = np.float32(_raw_value(raw[r, c], swap, signed, bzero))
+            out[r, c] = _detrend_pixel(v, bias[r, c], dark[r, c], t, flat[r, c], has_flat)
 
 
 def raw_layout(raw, bzero=0.0):

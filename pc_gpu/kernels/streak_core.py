@@ -2,7 +2,7 @@
 
 Each ``*_one`` function below is plain Python that numba compiles twice: with ``numba.njit``
 for the CPU (the launchers in this module loop over elements with ``prange``) and with
-``numba.cuda.jit(device=True)`` for CUDA (the launchers built by `cuda_kernels` run one thread
+``numba.cuda.jit(device=True)`` for CUDA (the launchers in `streak_cuda` run one thread
 per element). The leaves never call each other, so one source serves both targets.
 
 Conventions: pixel centres at integers, x = column (axis 1). "Blocks" are B x B pixel boxes of
@@ -240,7 +240,9 @@ def _cpu_best_line(prev, half, best):
             best[y, x] = _line_sum_c(prev, 0, y, x, half)
         for s in range(1, 2 * half):
             for x in range(w):
-                best[y, x] = max(best[y, x], _line_sum_c(prev, s, y, x, half))
+                v = _line_sum_c(prev, s, y, x, half)
+                if v > best[y, x]:  # max() on a device ignores NaN: compare and select on both
+                    best[y, x] = v
 
 
 @cached_jit(numba.njit, **_JIT)
@@ -287,114 +289,12 @@ CPU = _CpuStreakKernels()
 
 # --------------------------------------------------------------------------- CUDA target
 
-_cuda_cache = {}
-cuda = None  # numba.cuda, imported on first use by `cuda_kernels`
-
-
 def cuda_kernels():
-    """Launchers of the CUDA-compiled streak kernels (built on first use; numba's CUDA target,
-    or its simulator under NUMBA_ENABLE_CUDASIM=1). Arrays may be device arrays (cupy) or, in
-    the simulator, numpy arrays."""
-    global cuda
-    if "k" in _cuda_cache:
-        return _cuda_cache["k"]
-    # a module global, not a local: numba's simulator swaps the `cuda` module in kernels' globals
-    from numba import cuda as _cuda_module
+    """Launchers of the CUDA-compiled streak kernels (`streak_cuda`, imported on first use so
+    that the CPU path never imports numba.cuda)."""
+    from .streak_cuda import KERNELS
 
-    cuda = _cuda_module
-
-    dev = cuda.jit(device=True)
-    block_sum_d = dev(block_sum_one)
-    star_mask_d = dev(star_mask_one)
-    cell_stats_d = dev(cell_stats_one)
-    dyadic_d = dev(dyadic_one)
-    line_sum_d = dev(line_sum_one)
-    band_d = dev(band_one)
-
-    @cuda.jit
-    def k_block_sums(img, bad, b, bsum, bcnt):
-        bx, by = cuda.grid(2)
-        if by < bsum.shape[0] and bx < bsum.shape[1]:
-            block_sum_d(img, bad, by, bx, b, bsum, bcnt)
-
-    @cuda.jit
-    def k_star_mask(sx, sy, sr, b, mask):
-        k = cuda.grid(1)
-        if k < sx.shape[0]:
-            star_mask_d(k, sx, sy, sr, b, mask)
-
-    @cuda.jit
-    def k_cell_stats(m, use, c, scratch, med, mad):
-        cx, cy = cuda.grid(2)
-        if cy < med.shape[0] and cx < med.shape[1]:
-            cell_stats_d(cy, cx, m, use, c, scratch, med, mad)
-
-    @cuda.jit
-    def k_dyadic(prev, nxt, half, h, w):
-        x, y, s = cuda.grid(3)
-        if s < nxt.shape[0] and y < nxt.shape[1] and x < nxt.shape[2]:
-            dyadic_d(prev, nxt, s, y, x, half, h, w)
-
-    @cuda.jit
-    def k_best_line(prev, half, best):
-        x, y = cuda.grid(2)
-        if y < best.shape[0] and x < best.shape[1]:
-            v = line_sum_d(prev, 0, y, x, half)
-            for s in range(1, 2 * half):
-                v = max(v, line_sum_d(prev, s, y, x, half))
-            best[y, x] = v
-
-    @cuda.jit
-    def k_band(img, bad, valid, bkg, sig, b, a0, slope, icpt, cosphi, horizontal, kk, out_v, out_d):
-        a, k = cuda.grid(2)
-        if k < out_v.shape[0] and a < out_v.shape[1]:
-            band_d(img, bad, valid, bkg, sig, b, a, k, a0, slope, icpt, cosphi, horizontal, kk,
-                   out_v, out_d)
-
-    def grid2(h, w, t=(16, 16)):
-        return ((w + t[0] - 1) // t[0], (h + t[1] - 1) // t[1]), t
-
-    class _CudaStreakKernels:
-        """Launchers of the CUDA-compiled streak kernels (arrays filled in place)."""
-
-        target = "cuda"
-
-        @staticmethod
-        def block_sums(img, bad, b, bsum, bcnt):
-            g, t = grid2(*bsum.shape)
-            k_block_sums[g, t](img, bad, b, bsum, bcnt)
-
-        @staticmethod
-        def star_mask(sx, sy, sr, b, mask):
-            n = sx.shape[0]
-            if n:
-                k_star_mask[(n + 127) // 128, 128](sx, sy, sr, b, mask)
-
-        @staticmethod
-        def cell_stats(m, use, c, scratch, med, mad):
-            g, t = grid2(*med.shape, t=(8, 8))
-            k_cell_stats[g, t](m, use, c, scratch, med, mad)
-
-        @staticmethod
-        def dyadic(prev, nxt, half, h, w):
-            nsl, hp, wp = nxt.shape
-            t = (32, 4, 1)
-            g = ((wp + 31) // 32, (hp + 3) // 4, nsl)
-            k_dyadic[g, t](prev, nxt, half, h, w)
-
-        @staticmethod
-        def best_line(prev, half, best):
-            g, t = grid2(*best.shape, t=(32, 4))
-            k_best_line[g, t](prev, half, best)
-
-        @staticmethod
-        def band(img, bad, valid, bkg, sig, b, a0, slope, icpt, cosphi, horizontal, kk, out_v, out_d):
-            g, t = grid2(*out_v.shape, t=(64, 2))
-            k_band[g, t](img, bad, valid, bkg, sig, b, a0, slope, icpt, cosphi, horizontal, kk,
-                         out_v, out_d)
-
-    _cuda_cache["k"] = _CudaStreakKernels()
-    return _cuda_cache["k"]
+    return KERNELS
 
 
 def streak_kernels(target):
