@@ -135,7 +135,7 @@ def build(jit, arithmetic=None):
         ddy = y0 - centre_y
         dist = math.sqrt(dadd(dmul(ddx, ddx), dmul(ddy, ddy)))
         cmax = lesser_j(greater_j(dadd(dmul(dist, 2.0 / r_max), 2.5), 2.5), 4.5)
-        rad = 0.5 * box
+        rad = dmul(0.5, box)
         xc = x0
         yc = y0
         for it in range(n_iter):

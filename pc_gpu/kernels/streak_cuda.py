@@ -68,20 +68,20 @@ def _k_band(img, bad, valid, bkg, sig, b, a0, slope, icpt, cosphi, horizontal, k
         _band_d(img, bad, valid, bkg, sig, b, a, k, a0, slope, icpt, cosphi, horizontal, kk, out_v, out_d)
 
 
-def _grid(extent, threads):
-    """Blocks per grid axis covering `extent` (x first) at `threads` per block; on a device the
-    x axis is widened until the grid has at least MIN_BLOCKS blocks."""
+def _grid(extent, threads, min_blocks):
+    """Blocks per grid axis covering `extent` (x first) at `threads` per block, the x axis
+    widened until the grid has at least `min_blocks` blocks."""
     blocks = [max(1, -(-n // t)) for n, t in zip(extent, threads)]
-    if not SIMULATOR:
-        others = 1
-        for g in blocks[1:]:
-            others *= g
-        blocks[0] = max(blocks[0], -(-MIN_BLOCKS // others))
+    others = 1
+    for g in blocks[1:]:
+        others *= g
+    blocks[0] = max(blocks[0], -(-min_blocks // others))
     return tuple(blocks)
 
 
 def _launch(kernel, extent, threads, *args):
-    kernel[_grid(extent, threads), threads](*args)
+    # the simulator runs every thread in Python: no padding there
+    kernel[_grid(extent, threads, 1 if SIMULATOR else MIN_BLOCKS), threads](*args)
 
 
 class _CudaStreakKernels:
