@@ -54,7 +54,8 @@ class Backend:
         numpy or cupy.
     kernels : module-like
         detrend, bad_pixel_gather, apply_bad_pixel_gather, sky_order_statistics,
-        sky_statistics_regions, prepare_sky_regions, recentroid, aperture_photometry.
+        sky_statistics_regions, prepare_sky_regions, recentroid, aperture_photometry,
+        recentroid_frames, aperture_photometry_frames.
     """
 
     name: str

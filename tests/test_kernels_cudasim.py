@@ -78,15 +78,23 @@ def run_all(backend, inp):
         s, b, n, f = k.aperture_photometry(out, xc, yc, backend.asarray(RADII), 12.0, 20.0, sigclip)
         res.update({f"sums{int(sigclip)}": h(s), f"bkg{int(sigclip)}": h(b), f"nann{int(sigclip)}": h(n),
                     f"flags{int(sigclip)}": h(f)})
+    # the stars of two frames in one launch, interleaved (frame 0 is the image above)
+    images = backend.xp.stack([out, out * np.float32(1.5) + np.float32(3.0)])
+    frame = backend.asarray(np.tile(np.array([0, 1], np.int32), len(inp["x"])))
+    bx, by = backend.asarray(np.repeat(inp["x"], 2)), backend.asarray(np.repeat(inp["y"], 2))
+    bxc, byc, bq = k.recentroid_frames(images, frame, bx, by, 8, 11, cx, cy, math.hypot(cx, cy))
+    s, b, n, f = k.aperture_photometry_frames(images, frame, bxc, byc, backend.asarray(RADII), 12.0, 20.0, True)
+    res.update(bxc=h(bxc), byc=h(byc), bq=h(bq), bsums=h(s), bbkg=h(b), bnann=h(n), bflags=h(f))
     return res
 
 
 def compare(a, b):
     """Assert GPU results `a` agree with CPU results `b`."""
-    for key in ("detrended", "badpix", "sky_order", "sky_n", "xc", "yc", "q", "nann0", "nann1", "flags0", "flags1"):
+    for key in ("detrended", "badpix", "sky_order", "sky_n", "xc", "yc", "q", "nann0", "nann1", "flags0", "flags1",
+                "bxc", "byc", "bq", "bnann", "bflags"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     np.testing.assert_allclose(a["sky_mean"], b["sky_mean"], rtol=1e-12)
-    for key in ("sums0", "sums1", "bkg0", "bkg1"):
+    for key in ("sums0", "sums1", "bkg0", "bkg1", "bsums", "bbkg"):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
 
 
@@ -103,6 +111,10 @@ def test_cuda_kernels_in_simulator_match_cpu(tmp_path):
     assert str(sim["backend"]) == "gpu-sim"
     cpu = run_all(get_backend("cpu"), make_inputs())
     assert np.isnan(cpu["sums0"]).any() and np.isfinite(cpu["xc"]).all()  # the NaN pixels reach the kernels
+    # a batch of frames gives each frame what a call for that frame alone gives
+    for a, b in (("bxc", "xc"), ("byc", "yc"), ("bq", "q"), ("bsums", "sums1"), ("bnann", "nann1")):
+        np.testing.assert_array_equal(cpu[a][::2], cpu[b], err_msg=a)
+    assert not np.array_equal(cpu["bsums"][1::2], cpu["bsums"][::2])
     compare(sim, cpu)
 
 

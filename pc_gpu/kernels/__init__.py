@@ -8,7 +8,8 @@
 
 Both kernel sets offer the same functions: detrend, bad_pixel_gather,
 apply_bad_pixel_gather, prepare_sky_regions, sky_order_statistics, sky_statistics_regions,
-recentroid, aperture_photometry. Get one through `pc_gpu.backend.get_backend`.
+recentroid, aperture_photometry, recentroid_frames, aperture_photometry_frames (the stars of
+several frames in one call). Get one through `pc_gpu.backend.get_backend`.
 
 Kernels are compiled with an on-disk cache (numba ``cache=True``) in a directory named after
 a digest of the kernel sources (`_cache.kernel_cache_dir`), so any edit compiles afresh;

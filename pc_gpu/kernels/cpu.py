@@ -13,7 +13,8 @@ from .common import (KEY_BINS, BadPixelGather, SkyRegions, bad_pixel_gather, key
                      locate_ranks, prepare_one_region, prepare_sky_regions, sky_summary)
 
 __all__ = ["NAME", "detrend", "bad_pixel_gather", "apply_bad_pixel_gather", "prepare_sky_regions",
-           "sky_order_statistics", "sky_statistics_regions", "recentroid", "aperture_photometry"]
+           "sky_order_statistics", "sky_statistics_regions", "recentroid", "aperture_photometry",
+           "recentroid_frames", "aperture_photometry_frames"]
 
 NAME = "cpu"
 
@@ -436,4 +437,47 @@ def aperture_photometry(image, x, y, radii, r_in, r_out, bg_sigclip=False):
         nchunks = min(n, 8 * numba.get_num_threads())
         _photometry_kernel(image, x, y, row_order(y), radii, float(r_in), float(r_out), bool(bg_sigclip),
                            ntab, nbuf, nchunks, sums, bkg, nann, flags)
+    return sums, bkg, nann, flags
+
+
+# --------------------------------------------------------------------------- several frames
+def _per_frame(images, frame, run):
+    """Call run(image, index array) for each frame that has stars (frame None: one 2-D image)."""
+    if frame is None:
+        run(images if images.ndim == 2 else images[0], slice(None))
+        return
+    frame = np.asarray(frame)
+    for f in np.unique(frame):
+        run(images[f], np.flatnonzero(frame == f))
+
+
+def recentroid_frames(images, frame, x0, y0, box, n_iter, centre_x, centre_y, r_max):
+    """`recentroid` of the stars of several frames: star s lies on images[frame[s]]
+    (images (n_frames, ny, nx); frame None: all on one 2-D image). Same results as one call
+    per frame."""
+    x0 = np.ascontiguousarray(x0, dtype=np.float64)
+    y0 = np.ascontiguousarray(y0, dtype=np.float64)
+    n = x0.shape[0]
+    xo, yo, qo = np.empty(n, np.float64), np.empty(n, np.float64), np.empty(n, np.int8)
+
+    def run(image, idx):
+        xo[idx], yo[idx], qo[idx] = recentroid(image, x0[idx], y0[idx], box, n_iter, centre_x, centre_y, r_max)
+
+    _per_frame(images, frame, run)
+    return xo, yo, qo
+
+
+def aperture_photometry_frames(images, frame, x, y, radii, r_in, r_out, bg_sigclip=False):
+    """`aperture_photometry` of the stars of several frames (see `recentroid_frames`)."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    n = x.shape[0]
+    sums = np.zeros((n, len(radii)), np.float64)
+    bkg, nann, flags = np.empty(n, np.float64), np.zeros(n, np.int32), np.zeros(n, np.int32)
+
+    def run(image, idx):
+        sums[idx], bkg[idx], nann[idx], flags[idx] = aperture_photometry(image, x[idx], y[idx], radii, r_in, r_out,
+                                                                         bg_sigclip)
+
+    _per_frame(images, frame, run)
     return sums, bkg, nann, flags

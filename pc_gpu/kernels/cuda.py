@@ -1,7 +1,9 @@
 """CUDA kernel set: the shared logic of `_core` compiled with numba.cuda.jit(device=True).
 
 Per-pixel kernels are grid-stride loops; the sky kernels give each block a set of image rows;
-the star kernels give each thread one star at a time, spread over the blocks. Every launch
+the star kernels give each thread one star at a time, spread over the blocks, and take the
+stars of several frames in one launch (`recentroid_frames`, `aperture_photometry_frames`: a
+batch of frames fills the device where one frame's few thousand stars cannot). Every launch
 goes through a `LaunchPolicy`: on a device it has at least `MIN_BLOCKS` blocks (idle blocks
 pad small launches), so numba never warns about low occupancy and a full frame reaches every
 multiprocessor.
@@ -178,25 +180,25 @@ def _sky_sums_k(img, run_ptr, run_c0, run_c1, consumers, lo, hi, part_s, part_n)
 
 
 @cached_jit(cuda.jit)
-def _recentroid_k(img, x0, y0, box, n_iter, cx, cy, r_max, xo, yo, qo):
-    """Thread t of block b takes stars b + G t, b + G (t + T), ... (G blocks of T threads):
-    the stars spread over every block, so a few thousand reach every multiprocessor."""
+def _recentroid_k(imgs, frame, x0, y0, box, n_iter, cx, cy, r_max, xo, yo, qo):
+    """Star s is on image imgs[frame[s]]. Thread t of block b takes stars b + G t,
+    b + G (t + T), ... (G blocks of T threads): the stars spread over every block."""
     first = cuda.blockIdx.x + cuda.gridDim.x * cuda.threadIdx.x
     for s in range(first, x0.shape[0], cuda.gridsize(1)):
-        x, y, q = _centroid_star(img, x0[s], y0[s], box, n_iter, cx, cy, r_max)
+        x, y, q = _centroid_star(imgs[frame[s]], x0[s], y0[s], box, n_iter, cx, cy, r_max)
         xo[s] = x
         yo[s] = y
         qo[s] = q
 
 
 @cached_jit(cuda.jit)
-def _photometry_k(img, x, y, radii, r_in, r_out, sigclip, sums, bkg, nann, flags, tab, ann, w1, w2):
+def _photometry_k(imgs, frame, x, y, radii, r_in, r_out, sigclip, sums, bkg, nann, flags, tab, ann, w1, w2):
     """Stars spread over the blocks as in `_recentroid_k`; each thread's scratch is column
     cuda.grid(1) of tab/ann/w1/w2 (adjacent threads touch adjacent addresses)."""
     slot = cuda.grid(1)
     first = cuda.blockIdx.x + cuda.gridDim.x * cuda.threadIdx.x
     for s in range(first, x.shape[0], cuda.gridsize(1)):
-        med, m, f = _photometry_star(img, x[s], y[s], radii, r_in, r_out, sigclip, sums[s],
+        med, m, f = _photometry_star(imgs[frame[s]], x[s], y[s], radii, r_in, r_out, sigclip, sums[s],
                                      tab[:, slot], ann[:, slot], w1[:, slot], w2[:, slot])
         bkg[s] = med
         nann[s] = m
@@ -356,28 +358,43 @@ class CudaKernels:
         return self.sky_statistics_regions(image, reg)[0]
 
     # ------------------------------------------------------------------ stars
+    def _star_inputs(self, images, frame, *coords):
+        xp = self.xp
+        coords = [xp.ascontiguousarray(xp.asarray(c, dtype=np.float64)) for c in coords]
+        n = coords[0].shape[0]
+        frame = xp.zeros(n, np.int32) if frame is None else xp.ascontiguousarray(xp.asarray(frame, dtype=np.int32))
+        if images.ndim == 2:
+            images = images[None]
+        return images, frame, coords, n
+
     def recentroid(self, image, x0, y0, box, n_iter, centre_x, centre_y, r_max):
         """See `pc_gpu.kernels.cpu.recentroid`; returns device arrays."""
+        return self.recentroid_frames(image, None, x0, y0, box, n_iter, centre_x, centre_y, r_max)
+
+    def recentroid_frames(self, images, frame, x0, y0, box, n_iter, centre_x, centre_y, r_max):
+        """`recentroid` of the stars of several frames in one launch: star s lies on
+        images[frame[s]] (images (n_frames, ny, nx); frame None: all on one 2-D image)."""
         xp = self.xp
-        x0 = xp.ascontiguousarray(xp.asarray(x0, dtype=np.float64))
-        y0 = xp.ascontiguousarray(xp.asarray(y0, dtype=np.float64))
-        n = x0.shape[0]
+        images, frame, (x0, y0), n = self._star_inputs(images, frame, x0, y0)
         xo = xp.empty(n, np.float64)
         yo = xp.empty(n, np.float64)
         qo = xp.empty(n, np.int8)
         if n:
-            self._stars(_recentroid_k, n, image, x0, y0, float(box), int(n_iter), float(centre_x),
+            self._stars(_recentroid_k, n, images, frame, x0, y0, float(box), int(n_iter), float(centre_x),
                         float(centre_y), float(r_max), xo, yo, qo)
         return xo, yo, qo
 
     def aperture_photometry(self, image, x, y, radii, r_in, r_out, bg_sigclip=False):
-        """See `pc_gpu.kernels.cpu.aperture_photometry`; returns device arrays. Scratch lives in
-        device memory, one column per launched thread (about 3 x 1.8k values for r_out = 20)."""
+        """See `pc_gpu.kernels.cpu.aperture_photometry`; returns device arrays."""
+        return self.aperture_photometry_frames(image, None, x, y, radii, r_in, r_out, bg_sigclip)
+
+    def aperture_photometry_frames(self, images, frame, x, y, radii, r_in, r_out, bg_sigclip=False):
+        """`aperture_photometry` of the stars of several frames in one launch (see
+        `recentroid_frames`). Scratch lives in device memory, one column per launched thread
+        (about 3 x 1.8k values for r_out = 20)."""
         xp = self.xp
-        x = xp.ascontiguousarray(xp.asarray(x, dtype=np.float64))
-        y = xp.ascontiguousarray(xp.asarray(y, dtype=np.float64))
+        images, frame, (x, y), n = self._star_inputs(images, frame, x, y)
         radii = xp.ascontiguousarray(xp.asarray(radii, dtype=np.float64))
-        n = x.shape[0]
         nr = radii.shape[0]
         sums = xp.zeros((n, nr), np.float64)
         bkg = xp.empty(n, np.float64)
@@ -389,9 +406,9 @@ class CudaKernels:
             ntab, nbuf = scratch_sizes(self.to_host(radii), r_out)
             slots = blocks * threads
             tab = xp.empty((ntab, slots), np.float64)
-            ann = xp.empty((nbuf, slots), image.dtype)
-            w1 = xp.empty((nbuf, slots), image.dtype)
-            w2 = xp.empty((nbuf, slots), image.dtype)
-            self._launch(_photometry_k, blocks, threads, image, x, y, radii, float(r_in), float(r_out),
+            ann = xp.empty((nbuf, slots), images.dtype)
+            w1 = xp.empty((nbuf, slots), images.dtype)
+            w2 = xp.empty((nbuf, slots), images.dtype)
+            self._launch(_photometry_k, blocks, threads, images, frame, x, y, radii, float(r_in), float(r_out),
                          bool(bg_sigclip), sums, bkg, nann, flags, tab, ann, w1, w2)
         return sums, bkg, nann, flags
