@@ -18,15 +18,19 @@ def max_centroid_shift(x, y, camera):
     return np.clip(2.5 + 2.0 * r / np.hypot(xc, yc), 2.5, 4.5)
 
 
-def recentroid(image, x_guess, y_guess, camera, backend):
+def recentroid(image, x_guess, y_guess, camera, backend, *, frame=None):
     """Flux-weighted centroids (pixels) from the Gaia guesses, on the detrended image.
+
+    With `frame` (int per star), `image` is a stack (n_frames, ny, nx) and star s lies on
+    image[frame[s]]: the stars of several frames in one kernel launch.
 
     Returns host arrays (xcentroid, ycentroid, qmaxshift); qmaxshift = 1 where the centroid
     wandered more than the allowed shift and the guess was kept.
     """
     xc, yc = _cmaxshift_centre(camera)
-    x, y, q = backend.kernels.recentroid(
-        image, backend.asarray(np.ascontiguousarray(x_guess, dtype=np.float64)),
+    x, y, q = backend.kernels.recentroid_frames(
+        image, None if frame is None else backend.asarray(np.asarray(frame, np.int32)),
+        backend.asarray(np.ascontiguousarray(x_guess, dtype=np.float64)),
         backend.asarray(np.ascontiguousarray(y_guess, dtype=np.float64)),
         camera.centroid_box_pix, camera.centroid_iterations, xc, yc, float(np.hypot(xc, yc)))
     return backend.to_host(x), backend.to_host(y), backend.to_host(q).astype(np.int64)

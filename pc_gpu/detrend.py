@@ -42,15 +42,17 @@ def prepare_calibrations(calibrations, gather, backend):
     )
 
 
-def detrend(raw, calibrations, exptime_s, backend, *, flatfield=True):
+def detrend(raw, calibrations, exptime_s, backend, *, flatfield=True, out=None):
     """Detrended float32 image (ADU) on the backend's device.
 
     (raw - bias - dark * exptime_s) / flat, then every static bad pixel replaced by the mean of
     its row-wise and column-wise linear interpolations over good pixels (constant past the last
-    good pixel). `raw` is the uint16 frame (host or device).
+    good pixel). `raw` is the uint16 frame (host or device); `out`, a float32 device array of
+    its shape to write into (e.g. one plane of a stack of frames), default a new one.
     """
     raw = backend.upload(raw)
-    out = backend.xp.empty(raw.shape, dtype=np.float32)
+    if out is None:
+        out = backend.xp.empty(raw.shape, dtype=np.float32)
     flat = calibrations.flat if flatfield else None
     backend.kernels.detrend(raw, calibrations.bias, calibrations.dark, flat, float(exptime_s), out)
     backend.kernels.apply_bad_pixel_gather(out, calibrations.gather)

@@ -5,7 +5,7 @@ import numpy as np
 __all__ = ["aperture_photometry"]
 
 
-def aperture_photometry(image, x, y, camera, backend, *, radii, bg_sigclip=False):
+def aperture_photometry(image, x, y, camera, backend, *, radii, bg_sigclip=False, frame=None):
     """Aperture sums and annulus background at the given centres.
 
     Parameters
@@ -18,6 +18,9 @@ def aperture_photometry(image, x, y, camera, backend, *, radii, bg_sigclip=False
         Aperture radii, pixels.
     bg_sigclip : bool
         Use the 3-sigma clipped median of the annulus (else the plain median).
+    frame : int array, optional
+        Per star, its frame in `image`, then a stack (n_frames, ny, nx): the stars of several
+        frames in one kernel launch.
 
     Returns
     -------
@@ -27,8 +30,8 @@ def aperture_photometry(image, x, y, camera, backend, *, radii, bg_sigclip=False
     """
     radii = np.asarray(radii, dtype=np.float64)
     r_in, r_out = camera.annulus_pix
-    result = backend.kernels.aperture_photometry(
-        image, backend.asarray(np.ascontiguousarray(x, dtype=np.float64)),
+    result = backend.kernels.aperture_photometry_frames(
+        image, None if frame is None else backend.asarray(np.asarray(frame, np.int32)), backend.asarray(np.ascontiguousarray(x, dtype=np.float64)),
         backend.asarray(np.ascontiguousarray(y, dtype=np.float64)),
         backend.asarray(radii), float(r_in), float(r_out), bool(bg_sigclip))
     sums = backend.to_host(result[0]).astype(np.float64)

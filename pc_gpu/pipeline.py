@@ -184,20 +184,57 @@ class Reducer:
     def reduce_frame(self, frame, wcs, *, started=None):
         """Reduce a frame already in memory (`rawio.RawFrame` and its astropy WCS). The 'read'
         stage timing counts from `started` (time.perf_counter() s) when given."""
+        return self.reduce_frames([frame], [wcs], started=started)[0]
+
+    def reduce_frames(self, frames, wcss, *, started=None):
+        """Reduce several frames already in memory together: each frame's pixel stages on its
+        own, then the stars of all of them recentroided and measured in one kernel launch
+        each (a batch fills a GPU where one frame's stars cannot), then each frame's
+        catalogue and zeropoints. Same results as one `reduce_frame` per frame; returns the
+        list of FrameResult."""
+        be, o = self.backend, self.options
+        started = time.perf_counter() if started is None else started
+        images = be.xp.empty((len(frames),) + self.camera.shape, dtype=np.float32)
+        measured = [self._measure(frame, wcs, images[i], started) for i, (frame, wcs) in enumerate(zip(frames, wcss))]
+        counts = [len(m["stars"]) for m in measured]
+        which = np.repeat(np.arange(len(frames)), counts)
+        xg = np.concatenate([m["stars"]["x_gaia_guess"] for m in measured]).astype(np.float64)
+        yg = np.concatenate([m["stars"]["y_gaia_guess"] for m in measured]).astype(np.float64)
+        if len(xg):
+            xc, yc, qmax = recentroid(images, xg, yg, self.camera, be, frame=which)
+        else:
+            xc, yc, qmax = xg.copy(), yg.copy(), np.zeros(0, np.int64)
+        t_centroid = time.perf_counter()
+        if len(xg):
+            phot = aperture_photometry(images, xc, yc, self.camera, be, radii=self.radii,
+                                       bg_sigclip=o.bg_sigclip, frame=which)
+        else:
+            empty = np.zeros((0, len(self.radii)))
+            phot = {"aperture_sum": empty, "bkg_median": np.zeros(0), "aper_bkg": empty, "flux_adu": empty}
+        t_photometry = time.perf_counter()
+        bounds = np.cumsum([0] + counts)
+        results = []
+        for i, (frame, wcs, m) in enumerate(zip(frames, wcss, measured)):
+            part = slice(bounds[i], bounds[i + 1])
+            m["t"].update(centroid=t_centroid, photometry=t_photometry)
+            results.append(self._finish(frame, wcs, m, images[i], (xc[part], yc[part], qmax[part]),
+                                        {k: v[part] for k, v in phot.items()}))
+        return results
+
+    def _measure(self, frame, wcs, image, started):
+        """A frame's pixel stages into `image` (a float32 device plane) and its Gaia stars:
+        a dict of what `_finish` needs."""
         o, cam, be = self.options, self.camera, self.backend
-        t = {"start": time.perf_counter() if started is None else started}
-        raw_path = frame.path
-        local = local_datetime(frame.header, raw_path)
-        obs_night = observing_night(local)
+        t = {"start": started}
+        local = local_datetime(frame.header, frame.path)
         calib = self.calibrations
         t["read"] = time.perf_counter()
 
-        image = detrend(frame.image, calib, frame.exptime_s, be, flatfield=o.flatfield)
+        detrend(frame.image, calib, frame.exptime_s, be, flatfield=o.flatfield, out=image)
         has_dome = dome_flag(image, frame.exptime_s, cam, be)
         t["detrend"] = time.perf_counter()
 
         stats = sky_statistics(image, self._regions, be)
-        quad_rms = inter_quadrant_rms([stats[f"quad{q}"][0] for q in range(1, 5)])
         t["sky"] = time.perf_counter()
 
         mjd = mjd_obs(frame.header, local, cam.timezone_offset_hours)
@@ -205,23 +242,22 @@ class Reducer:
         stars = star_list(gaia, wcs, cam, frame.exptime_s, max_n_stars=o.max_n_stars,
                           pm_corr=o.pm_corr, mjd=mjd)
         if len(stars) == 0:
-            log.warning("%s: no Gaia star brighter than the magnitude limit lies in the field", raw_path)
+            log.warning("%s: no Gaia star brighter than the magnitude limit lies in the field", frame.path)
         t["gaia"] = time.perf_counter()
+        return {"t": t, "local": local, "has_dome": has_dome, "stats": stats, "mjd": mjd, "stars": stars}
 
+    def _finish(self, frame, wcs, m, image, centroid_result, phot):
+        """A frame's catalogue, streaks, zeropoints and FrameResult from its measurements."""
+        o, cam, be = self.options, self.camera, self.backend
+        t, stars, has_dome, stats = m["t"], m["stars"], m["has_dome"], m["stats"]
+        raw_path = frame.path
+        obs_night = observing_night(m["local"])
+        calib = self.calibrations
+        quad_rms = inter_quadrant_rms([stats[f"quad{q}"][0] for q in range(1, 5)])
         xg, yg = stars["x_gaia_guess"], stars["y_gaia_guess"]
-        if len(stars):
-            xc, yc, qmax = recentroid(image, xg, yg, cam, be)
-        else:
-            xc, yc, qmax = xg.copy(), yg.copy(), np.zeros(0, np.int64)
+        xc, yc, qmax = centroid_result
         centroids = {"xcentroid": xc, "ycentroid": yc, "cmaxshift": max_centroid_shift(xg, yg, cam),
                      "qmaxshift": qmax, "wrong_source_centroid": wrong_source_flags(xg, yg, xc, yc)}
-        t["centroid"] = time.perf_counter()
-        if len(stars):
-            phot = aperture_photometry(image, xc, yc, cam, be, radii=self.radii, bg_sigclip=o.bg_sigclip)
-        else:
-            empty = np.zeros((0, len(self.radii)))
-            phot = {"aperture_sum": empty, "bkg_median": np.zeros(0), "aper_bkg": empty, "flux_adu": empty}
-        t["photometry"] = time.perf_counter()
 
         catalog = catalog_table(stars, centroids, phot, frame.image, cam, exptime_s=frame.exptime_s,
                                 has_dome=has_dome, max_zp_radius=o.max_zp_radius)
@@ -229,13 +265,12 @@ class Reducer:
         if o.detect_streaks:
             streaks, catalog = self._streaks(image, catalog, wcs, frame.exptime_s, raw_path)
             t["streaks"] = time.perf_counter()
-        info = FrameInfo(fname_raw=raw_path, exptime_s=frame.exptime_s, mjd_obs=mjd,
+        info = FrameInfo(fname_raw=raw_path, exptime_s=frame.exptime_s, mjd_obs=m["mjd"],
                          obs_night=obs_night, has_dome=has_dome, header=frame.header)
         zps = zeropoints_table(zeropoint_rows(catalog, cam, n_apertures=len(self.radii)), info,
                                max_zp_radius=o.max_zp_radius)
         sky = sky_table(stats, quad_rms, info)
         t["zeropoints"] = time.perf_counter()
-
         header_extra = [
             ("DOMEFLAG", bool(has_dome), "potential dome vignetting"),
             ("PCGPUVER", __version__, "pc_gpu version"),
@@ -255,7 +290,7 @@ class Reducer:
         timings = _stage_timings(t)
         result = FrameResult(raw_path=raw_path, header_extra=header_extra, header=frame.header,
                              detrended=detrended, catalog=catalog, zeropoints=zps, sky=sky,
-                             obs_night=obs_night, timestamp=telemetry_timestamp(local),
+                             obs_night=obs_night, timestamp=telemetry_timestamp(m["local"]),
                              exptime_s=frame.exptime_s, wcs_ctype=tuple(wcs.wcs.ctype), timings=timings,
                              streaks=streaks)
         row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == self.standard_aperture)
