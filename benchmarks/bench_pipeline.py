@@ -9,7 +9,8 @@ Times, each the median of `--repeat` runs:
   reduction with all outputs except PNGs, with each stage's share;
 - the zeropoint checkplot drawn in a warm process;
 - frames per second over a batch of `--batch` reductions in one warm process, reading the
-  raw file each time and with the frame already in memory.
+  raw file each time and with the frame already in memory; on a GPU, also with 4, 8 and 16
+  frames reduced together (`Reducer.reduce_frames`: one star-kernel launch for all their stars).
 Each timed run writes new files (earlier outputs are removed untimed), as frames do in real use.
 Peers for each stage (numpy, photutils, SEP) are in benchmarks/bench_kernels.py.
 """
@@ -104,6 +105,14 @@ def main(argv=None):
     for _ in range(args.batch):
         reducer.reduce_frame(frame, wcs)
     rates["in memory (raw frame and WCS read once)"] = args.batch / (time.perf_counter() - t)
+    if reducer.backend.is_gpu:
+        for size in (4, 8, 16):
+            reducer.reduce_frames([frame] * size, [wcs] * size)  # allocate the stack once
+            t = time.perf_counter()
+            for _ in range(max(1, args.batch // size)):
+                reducer.reduce_frames([frame] * size, [wcs] * size)
+            n = max(1, args.batch // size) * size
+            rates[f"in memory, {size} frames per star-kernel launch (reduce_frames)"] = n / (time.perf_counter() - t)
 
     print("| measurement | median (s) | best (s) |\n|---|---|---|")
     for label, med, best in rows:
