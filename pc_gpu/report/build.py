@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -202,12 +203,14 @@ class _Builder:
                 self.manifest["nights"][night] = {"ledger": lsig, "live": live, "stats": stats}
                 result.nights_built.append(night)
                 result.frames_written += n_frames
-        for night in set(self.manifest["nights"]) - nights:
+        gone = set(self.manifest["nights"]) - nights
+        for night in gone:  # its outputs were removed: so are its pages
             del self.manifest["nights"][night]
+            shutil.rmtree(os.path.join(self.report, night), ignore_errors=True)
         for sub, cache in self.caches.items():
             _write_text(_cache_path(self.report, sub), json.dumps(cache, separators=(",", ":")))
         index = os.path.join(self.report, "index.html")
-        if result.nights_built or not os.path.exists(index) or self.force:
+        if result.nights_built or gone or not os.path.exists(index) or self.force:
             self.build_index(index)
             result.index_written = True
         _write_text(os.path.join(self.report, "manifest.json"), json.dumps(self.manifest, indent=1))

@@ -7,7 +7,7 @@ from .data import flags_text
 __all__ = ["environment"]
 
 _BASE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
 {% if refresh %}<meta http-equiv="refresh" content="{{ refresh }}">{% endif %}
 <title>{{ title }}</title>
 <style>
