@@ -365,7 +365,7 @@ class RealtimeService:
             from .streaks import warm_up as warm_streaks
 
             warm_streaks(self.reducer.backend)
-        _warm_io(self.options.checkplot)
+        _warm_io(self.options.checkplot, self.options.thumbnail)
         log.info("warm in %.1f s; waiting for frames", time.perf_counter() - t0)
 
     def close(self):
@@ -387,8 +387,8 @@ class RealtimeService:
                  self.counts["failed"])
 
 
-def _warm_io(checkplot):
-    """Import and exercise the FITS, WCS and plotting code once (first-use costs ~0.5 s)."""
+def _warm_io(checkplot, thumbnail=False):
+    """Import and exercise the FITS, WCS, plotting and thumbnail code once (first-use costs ~0.5 s)."""
     import tempfile
     import warnings
 
@@ -411,6 +411,10 @@ def _warm_io(checkplot):
             g = np.linspace(10.0, 15.0, 20)
             zeropoint_plot(os.path.join(tmp, "warm.png"), g, g - 17.5, 17.5, title="warm-up", n_used=20,
                            aperture_radius_pix=2.5)
+        if thumbnail:
+            from .thumbnail import bin_image, write_thumbnail
+
+            write_thumbnail(os.path.join(tmp, "warm.jpg"), bin_image(np.ones((16, 16), np.float32), 8))
 
 
 def _signature(path):

@@ -22,7 +22,7 @@ from pc_gpu.pipeline import RunOptions
 from pc_gpu.realtime import LEDGER_NAME, RealtimeService, ServiceOptions
 from pc_gpu.report import build_report
 from pc_gpu.report.cli import main as report_main
-from pc_gpu.report.data import ledger_rows, read_ledgers, read_summary
+from pc_gpu.report.data import frame_name, ledger_rows, read_ledgers, read_summary
 from pc_gpu.sim import simulate_night
 from pc_gpu.sim.summaries import write_synthetic_night
 from pc_gpu.telemetry import RedisSettings
@@ -213,6 +213,42 @@ def test_incremental_rebuild_only_changed_nights(tmp_path):
     index = _read(os.path.join(out, "report", "index.html"))
     assert "20240102" in index and 'href="20240101/index.html"' not in index
     assert not os.path.exists(page1)               # its pages went with it
+
+
+def test_conditions_dome_and_streaks_shown_when_present(tmp_path):
+    out = str(tmp_path)
+    paths = write_synthetic_night(out, "20240105", 3, seed=3)
+    fwhm = [2.1, 2.5, 3.3]
+    for k, path in enumerate(paths):
+        with fitsio.FITS(path, "rw") as f:
+            cond = np.zeros(1, dtype=[("fwhm_arcsec", "f8"), ("transparency", "f8"), ("sky_mag_arcsec2", "f8")])
+            cond[0] = (fwhm[k], 0.9, 20.5 + 0.1 * k)
+            f.write(cond, extname="CONDITIONS")
+            if k == 1:
+                f["SKY"].write_column("has_dome", np.array([1]))
+                f.write(np.zeros(1, dtype=[("length_pix", "f8")]), extname="STREAKS")
+    build_report(out)
+    html = _read(os.path.join(out, "report", "20240105", "index.html"))
+    body = _strip_scripts(html)
+    for column in ("fwhm_arcsec", "transparency", "sky_mag_arcsec2"):
+        assert f"<th>{column}</th>" in body
+    assert re.findall(r'<tr class="frame ([a-z ]*)"', body) == ["done", "done dome streak", "done"]
+    assert "dome, streaks: 1" in body
+    assert "sky (mag/arcsec" in html and "sky (-2.5 log10" not in html   # the sky axis from CONDITIONS
+    stats = json.loads(_read(os.path.join(out, "report", "manifest.json")))["nights"]["20240105"]["stats"]
+    assert stats["fwhm_median"] == pytest.approx(2.5)
+    index = _strip_scripts(_read(os.path.join(out, "report", "index.html")))
+    assert "<td>2.50</td>" in index
+    page = _read(os.path.join(out, "report", "20240105", "frames", frame_name(paths[1]) + ".html"))
+    assert "<h2>Conditions</h2>" in page and "length_pix" in page and "No thumbnail" in page
+    # without a CONDITIONS table no condition is invented
+    plain = str(tmp_path / "plain")
+    write_synthetic_night(plain, "20240106", 2, seed=4)
+    build_report(plain)
+    body = _strip_scripts(_read(os.path.join(plain, "report", "20240106", "index.html")))
+    assert "fwhm" not in body and "transparency" not in body
+    html = _read(os.path.join(plain, "report", "20240106", "index.html"))
+    assert "sky (-2.5 log10 ADU/s/pix)" in html and "sky (mag/arcsec" not in html
 
 
 def test_cli_errors_and_exit_status(tmp_path, caplog):

@@ -222,8 +222,8 @@ def night_stats(rows):
     """What the index shows for a night: frame count, failures, median zeropoint, sky, FWHM,
     first and last MJD."""
     done = [r for r in rows if r.get("mjd") is not None]
-    fwhm = [r.get("conditions", {}).get(k) for r in done for k in ("fwhm_arcsec", "FWHM_ARCSEC", "fwhm")
-            if r.get("conditions", {}).get(k) is not None]
+    fwhm = [next((v for k, v in r.get("conditions", {}).items() if "fwhm" in k.lower() and v is not None), None)
+            for r in done]
     mjds = [r["mjd"] for r in done]
     zps = [r.get("zp") for r in done if r.get("zp") is not None]
     skies = [r.get("sky") for r in done if r.get("sky") is not None]

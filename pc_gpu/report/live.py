@@ -70,17 +70,17 @@ class LiveReport:
 
 
 def _read_lines(fd, timeout_s):
-    """(nights named, eof) from whatever `fd` has within `timeout_s` seconds."""
-    nights, eof = [], False
+    """(lines, eof): the lines `fd` has within `timeout_s` seconds (None: wait), stripped."""
+    lines, eof = [], False
     ready, _, _ = select.select([fd], [], [], timeout_s)
     while ready:
         data = os.read(fd, 65536)
         if not data:
             eof = True
             break
-        nights += [n for n in data.decode(errors="replace").split() if n]
+        lines += [line.strip() for line in data.decode(errors="replace").splitlines()]
         ready, _, _ = select.select([fd], [], [], 0)
-    return nights, eof
+    return lines, eof
 
 
 def serve(outdir, *, interval_s=5.0, refresh_s=10, fd=0):
@@ -90,9 +90,9 @@ def serve(outdir, *, interval_s=5.0, refresh_s=10, fd=0):
     live_night, pending, eof, last = None, False, False, 0.0
     while not eof:
         wait = None if not pending else max(0.0, last + interval_s - time.monotonic())
-        nights, eof = _read_lines(fd, wait)
-        if nights:
-            live_night, pending = nights[-1], True
+        lines, eof = _read_lines(fd, wait)
+        if lines:  # one line per frame recorded: its night, or empty when it has none
+            live_night, pending = next((n for n in reversed(lines) if n), live_night), True
         if pending and time.monotonic() >= last + interval_s and not eof:
             last = time.monotonic()
             pending = False
