@@ -25,7 +25,7 @@ from .photometry import aperture_photometry
 from .rawio import read_raw, read_wcs, wcs_path_for
 from .sky import inter_quadrant_rms, sky_regions, sky_statistics
 from .tables import FrameInfo, sky_table, zeropoints_table
-from .thumbnail import THUMBNAIL_BIN, bin_image
+from .thumbnail import THUMBNAIL_BIN, bin_image, write_thumbnail
 from .zeropoints import zeropoint_rows, zeropoint_stars
 
 __all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "process_frame"]
@@ -355,8 +355,6 @@ def write_outputs(result, reducer, plot_worker=None):
         writers[paths["detrended_plot"]] = lambda p: plots.detrended_plot(p, result.detrended, title=base,
                                                                           streaks=segments)
     if "thumbnail" in paths:
-        from .thumbnail import write_thumbnail
-
         writers[paths["thumbnail"]] = lambda p: write_thumbnail(p, result.thumbnail)
     if "quiver_plot" in paths:
         cat = result.catalog

@@ -225,7 +225,7 @@ class _Builder:
         entries = {e["row"]["frame"]: (sub, name, e) for sub, name, e in self.rows_of(night)}
         rows, order, written = [], {}, 0
         last_mjd = float("-inf")
-        for i, (frame, lrow) in enumerate(ledger.items()):  # ledger order places frames without a time
+        for i, frame in enumerate(ledger):  # ledger order places the frames that have no time
             entry = entries.get(frame)
             if entry is not None and entry[2]["row"].get("mjd") is not None:
                 last_mjd = entry[2]["row"]["mjd"]

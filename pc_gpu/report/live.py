@@ -1,7 +1,7 @@
 """Live report for `pc-realtime --report`: a helper process rebuilds the pages off the latency path.
 
 The service writes one line (the night of the frame just recorded) to the helper's standard
-input per frame, without ever blocking; the helper, at low priority, coalesces the lines and
+input per frame, without ever blocking; the helper, at idle priority, coalesces the lines and
 rebuilds at most once every `interval_s` seconds (only the nights whose outputs changed), with
 the current night's page reloading itself. When the service closes the pipe the helper builds
 once more without the reload and exits.
@@ -114,10 +114,13 @@ def main(argv=None):
     p.add_argument("--refresh", type=int, default=10)
     args = p.parse_args(argv)
     configure_logging(quiet=True)
-    try:
-        os.nice(10)  # below the reduction
-    except OSError:
-        pass
+    try:  # run only when the reduction leaves a CPU idle (else as low a priority as nice allows)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            pass
     serve(args.outdir, interval_s=args.interval, refresh_s=args.refresh)
     return 0
 

@@ -124,15 +124,14 @@ def night_figures(rows, *, sky_mag_column=None):
                        legend_label="skipped/failed")
         zp_fig.add_tools(HoverTool(tooltips=[("frame", "@frame"), ("", "@reason")],
                                    renderers=[zp_fig.renderers[-1]]))
-    zp_fig.legend.click_policy = "hide"
-    zp_fig.legend.location = "bottom_left"
+    _legend_outside(zp_fig)
 
     sky_fig = figure("sky", "sky (mag/arcsec²)" if sky_mag_column else "sky (-2.5 log10 ADU/s/pix)", zp_fig.x_range)
     for key, colour in QUADRANT_COLOURS.items():
         sky_fig.scatter("t", "sky" + key, source=source, color=colour, size=5 if key == "" else 3,
                         legend_label=_LABELS[key])
     sky_fig.y_range.flipped = True  # brighter sky up, as for magnitudes
-    sky_fig.legend.click_policy = "hide"
+    _legend_outside(sky_fig)
     star_fig = figure("stars used for the zeropoint", "stars", zp_fig.x_range)
     star_fig.scatter("t", "n_stars", source=source, color="black", size=5)
     figs = [zp_fig, sky_fig, star_fig]
@@ -141,6 +140,13 @@ def night_figures(rows, *, sky_mag_column=None):
         fig.scatter("t", "cond_" + k, source=source, color="black", size=5)
         figs.append(fig)
     return components(column(*figs, sizing_mode="stretch_width"))
+
+
+def _legend_outside(fig):
+    """Move the figure's legend to its right (off the data); a click hides a series."""
+    legend = fig.legend[0]
+    legend.click_policy = "hide"
+    fig.add_layout(legend, "right")
 
 
 def archive_figures(nights):
