@@ -102,25 +102,40 @@ def main():
     p.add_argument("--frames-per-night", type=int, default=20, help="frames per archive night")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "pc_bench_report"))
+    p.add_argument("--parts", default="night,archive,browser,thumbnail",
+                   help="comma-separated subset of night, archive, browser, thumbnail")
     args = p.parse_args()
+    parts = set(args.parts.split(","))
     import logging
 
     logging.basicConfig(level=logging.WARNING)
     for k, v in environment("bokeh", "jinja2", "fitsio", "matplotlib").items():
         print(f"{k}: {v}")
 
+    night_dir = os.path.join(args.workdir, f"night{args.frames}")
+    page = os.path.join(night_dir, "report", "20231221", "index.html")
+    if "night" in parts:
+        night(args, night_dir, page)
+    if "archive" in parts:
+        archive(args)
+    if "browser" in parts and shutil.which("chromedriver") and os.path.exists(page):
+        print(f"\nlong night page load in headless Chromium (to the plots drawn): "
+              f"median {page_load(page, max(args.repeat, 5)):.2f} s")
+    if "thumbnail" in parts:
+        thumbnail(args)
+
+
+def night(args, night_dir, page):
+    """The long night: first build, full rebuild, one changed frame, the matplotlib peer."""
     from pc_gpu.report import build_report
     from pc_gpu.report.data import read_summary
-    from pc_gpu.thumbnail import THUMBNAIL_BIN, bin_image, write_thumbnail
 
-    # 1. one long night, from its summaries
-    night_dir = synthetic_tree(os.path.join(args.workdir, f"night{args.frames}"), ["20231221"], args.frames)
+    synthetic_tree(night_dir, ["20231221"], args.frames)
     cold = build_report(night_dir, force=True)   # includes importing Bokeh once
     print(f"\nlong night ({args.frames} frames), first build in this process: {cold.seconds:.2f} s")
     med, best = timed(lambda: build_report(night_dir, force=True), args.repeat)
     print(f"  full rebuild (read every summary, {args.frames} frame pages, night page, index): "
           f"median {med:.2f} s, best {best:.2f} s")
-    page = os.path.join(night_dir, "report", "20231221", "index.html")
 
     def touch_one():
         first = os.path.join(night_dir, "20231221", sorted(os.listdir(os.path.join(night_dir, "20231221")))[0])
@@ -136,7 +151,11 @@ def main():
           f"(night page after a change / peer: {med_inc / med_peer:.2f})")
     print(f"  night page size: {os.path.getsize(page) / 1e6:.1f} MB (BokehJS inline: ~1.3 MB)")
 
-    # 2. the archive
+
+def archive(args):
+    """The archive: a first build of every page, one night changed, nothing changed."""
+    from pc_gpu.report import build_report
+
     nights = [f"{2020 + k // 300}{1 + (k % 300) // 28:02d}{1 + k % 28:02d}" for k in range(args.nights)]
     archive = synthetic_tree(os.path.join(args.workdir, f"archive{args.nights}x{args.frames_per_night}"), nights,
                              args.frames_per_night, seed0=1000)
@@ -155,12 +174,11 @@ def main():
     med_none, _ = timed(lambda: build_report(archive), args.repeat)
     print(f"  nothing changed (stat every summary, no page written): median {med_none:.2f} s")
 
-    # 3. the night page in headless Chromium
-    if shutil.which("chromedriver"):
-        print(f"\nlong night page load in headless Chromium (to the plots drawn): "
-              f"median {page_load(page, max(args.repeat, 5)):.2f} s")
 
-    # 4. the thumbnail a reduction writes (full El Nino frame, host arrays)
+def thumbnail(args):
+    """The thumbnail a reduction writes (full El Nino frame, host arrays)."""
+    from pc_gpu.thumbnail import THUMBNAIL_BIN, bin_image, write_thumbnail
+
     image = np.random.default_rng(0).normal(64.0, 8.0, (2472, 3296)).astype(np.float32)
     out = os.path.join(args.workdir, "thumb.jpg")
     med_bin, _ = timed(lambda: bin_image(image, THUMBNAIL_BIN), 21)
