@@ -14,7 +14,6 @@ import glob
 import logging
 import math
 import os
-import re
 
 import numpy as np
 
@@ -28,7 +27,6 @@ __all__ = ["find_summaries", "read_summary", "read_ledgers", "ledger_rows", "nig
 
 log = logging.getLogger(__name__)
 
-_NIGHT_DIR = re.compile(r"^\d{8}$")
 _MJD0 = dt.datetime(1858, 11, 17, tzinfo=dt.timezone.utc)
 SUMMARY_SUFFIX = SUFFIXES["summary"]
 

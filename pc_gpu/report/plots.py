@@ -12,7 +12,6 @@ __all__ = ["night_figures", "archive_figures", "bokeh_js", "QUADRANT_COLOURS"]
 QUADRANT_COLOURS = {"": "black", "_q1": "magenta", "_q2": "red", "_q3": "green", "_q4": "cyan",
                     "_sci": "royalblue"}
 _LABELS = {"": "full frame", "_q1": "q1", "_q2": "q2", "_q3": "q3", "_q4": "q4", "_sci": "science field"}
-_MJD0 = dt.datetime(1858, 11, 17)
 
 
 @functools.lru_cache(maxsize=1)
