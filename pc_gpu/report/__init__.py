@@ -2,10 +2,9 @@
 
 `build_report` writes static pages under ``OUT/report/`` (Bokeh plots with their JavaScript
 inline, jinja2 templates with autoescape), redoing only nights whose outputs changed;
-`LiveReport` rebuilds them in a background thread for `pc-realtime --report`.
+`pc_gpu.report.live.LiveReport` keeps them current for `pc-realtime --report`.
 """
 
 from .build import REPORT_DIR, BuildResult, build_report
-from .live import LiveReport
 
-__all__ = ["build_report", "BuildResult", "LiveReport", "REPORT_DIR"]
+__all__ = ["build_report", "BuildResult", "REPORT_DIR"]

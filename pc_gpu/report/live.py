@@ -85,8 +85,6 @@ def _read_lines(fd, timeout_s):
 
 def serve(outdir, *, interval_s=5.0, refresh_s=10, fd=0):
     """The helper's loop: rebuild when told, at most every `interval_s` s, until end of input."""
-    from .build import build_report
-
     live_night, pending, eof, last = None, False, False, 0.0
     while not eof:
         wait = None if not pending else max(0.0, last + interval_s - time.monotonic())
@@ -96,11 +94,17 @@ def serve(outdir, *, interval_s=5.0, refresh_s=10, fd=0):
         if pending and time.monotonic() >= last + interval_s and not eof:
             last = time.monotonic()
             pending = False
-            try:
-                build_report(outdir, live_night=live_night, refresh_s=refresh_s)
-            except Exception:  # noqa: BLE001 - the report must never stop the service
-                log.exception("live report of %s failed; trying again at the next frame", outdir)
-    build_report(outdir)
+            _build(outdir, live_night=live_night, refresh_s=refresh_s)
+    _build(outdir)  # the night is over (or the service stopped): no more reloading
+
+
+def _build(outdir, **kwargs):
+    from .build import build_report
+
+    try:
+        build_report(outdir, **kwargs)
+    except Exception:  # noqa: BLE001 - the report must never stop the service
+        log.exception("live report of %s failed; trying again at the next frame", outdir)
 
 
 def main(argv=None):

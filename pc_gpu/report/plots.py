@@ -61,7 +61,7 @@ def night_figures(rows, *, sky_mag_column=None):
     """
     from bokeh.embed import components
     from bokeh.layouts import column
-    from bokeh.models import ColumnDataSource, HoverTool, OpenURL, TapTool
+    from bokeh.models import CDSView, ColumnDataSource, HoverTool, IndexFilter, OpenURL, TapTool
 
     timed = [r for r in rows if r.get("mjd") is not None]
     data = {"t": [_ms(r["mjd"]) for r in timed], "frame": [r["frame"] for r in timed],
@@ -110,8 +110,6 @@ def night_figures(rows, *, sky_mag_column=None):
                        legend_label=_LABELS[key], name="zp" + key)
     dome = [i for i, r in enumerate(timed) if r.get("dome")]
     streaked = [i for i, r in enumerate(timed) if r.get("n_streaks")]
-    from bokeh.models import CDSView, IndexFilter
-
     if dome:
         zp_fig.scatter("t", "zp", source=source, view=CDSView(filter=IndexFilter(dome)), marker="circle",
                        fill_alpha=0, line_color="orange", line_width=2, size=12, legend_label="dome")
