@@ -128,7 +128,7 @@ class RealtimeService:
             log.info("telemetry to %s (stream %s, heartbeat %s)", settings.description(),
                      self.publisher.stream_key, self.publisher.heartbeat_key)
         self.watcher = None
-        self.reporter = None  # pc_gpu.report.LiveReport with --report: told of every outcome
+        self.reporter = None  # pc_gpu.report.live.LiveReport with --report: told of every outcome
         self.stopping = False
         self.started = time.time()
         self.last = {"last_frame": "", "last_status": "", "last_reason": "", "last_time": ""}
