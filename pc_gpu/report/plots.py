@@ -116,11 +116,11 @@ def night_figures(rows, *, sky_mag_column=None):
     if streaked:
         zp_fig.scatter("t", "zp", source=source, view=CDSView(filter=IndexFilter(streaked)),
                        marker="triangle", fill_alpha=0, line_color="purple", size=12, legend_label="streaks")
-    if marks["t"]:
-        zp_fig.scatter("t", "y", source=bad, marker="x", color="red", size=12, line_width=2,
-                       legend_label="skipped/failed")
-        zp_fig.add_tools(HoverTool(tooltips=[("frame", "@frame"), ("", "@reason")],
-                                   renderers=[zp_fig.renderers[-1]]))
+    if marks["t"]:  # their own tooltip: no zeropoint or sky, the reason instead
+        zp_fig.select_one({"type": HoverTool}).renderers = list(zp_fig.renderers)
+        crosses = zp_fig.scatter("t", "y", source=bad, marker="x", color="red", size=12, line_width=2,
+                                 legend_label="skipped/failed")
+        zp_fig.add_tools(HoverTool(tooltips=[("frame", "@frame"), ("", "@reason")], renderers=[crosses]))
     _legend_outside(zp_fig)
 
     sky_fig = figure("sky", "sky (mag/arcsec²)" if sky_mag_column else "sky (-2.5 log10 ADU/s/pix)", zp_fig.x_range)
