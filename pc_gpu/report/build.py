@@ -105,9 +105,10 @@ def build_report(outdir, *, live_night=None, refresh_s=10, force=False, camera=E
     report = os.path.join(outdir, REPORT_DIR)
     try:
         os.makedirs(os.path.join(report, "cache"), exist_ok=True)
+        lock = open(os.path.join(report, ".lock"), "a")
     except OSError as exc:
-        raise InputError(report, f"cannot create the report directory ({exc.strerror})") from None
-    with open(os.path.join(report, ".lock"), "a") as lock:
+        raise InputError(report, f"cannot write the report here ({exc.strerror})") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time (the live service and a manual run)
         result = _Builder(outdir, report, camera, force).run(live_night, refresh_s)
     result.seconds = time.perf_counter() - t0
