@@ -33,6 +33,7 @@ N_FRAMES = 7
 SLEW_AFTER = 4                                 # frame 4 has ZPFLAG = 1: skipped
 BAD_NAME = "<img src=x onerror=alert(1)>"      # a raw file name that is also HTML
 BAD_AFTER = 2                                  # the bad file lands after frame 2
+N_LIVE = 3                                     # frames landing while pc-realtime --report runs
 
 
 @dataclass
@@ -379,7 +380,7 @@ def test_live_report_grows_while_frames_land(reduced, browser, redis_server, red
         _wait(lambda: redis_client.hget("pc_live:heartbeat", "state") == "running" or proc.poll() is not None,
               120, "the service")
         assert proc.poll() is None, (tmp_path / "service.log").read_text()
-        for i in range(4):
+        for i in range(N_LIVE):
             shutil.copy(night.wcs[i], watch)
             name = os.path.basename(night.raw[i])
             shutil.copy(night.raw[i], watch / ("." + name + ".part"))
@@ -398,10 +399,10 @@ def test_live_report_grows_while_frames_land(reduced, browser, redis_server, red
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert seen == [1, 2, 3, 4]
+    assert seen == list(range(1, N_LIVE + 1))
     assert 'http-equiv="refresh"' not in page.read_text(encoding="utf-8")   # final build: night over
     entries = redis_client.xrange("pc_live:history")
-    assert [f["frame"] for _, f in entries] == [os.path.basename(p) for p in night.raw[:4]]
+    assert [f["frame"] for _, f in entries] == [os.path.basename(p) for p in night.raw[:N_LIVE]]
     with open(out / LEDGER_NAME) as fh:
         done = [json.loads(ln) for ln in fh if '"event":"done"' in ln]
-    assert len(done) == 4 and all(not e["telemetry_queued"] for e in done)
+    assert len(done) == N_LIVE and all(not e["telemetry_queued"] for e in done)
