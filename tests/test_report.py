@@ -216,6 +216,32 @@ def test_incremental_rebuild_only_changed_nights(tmp_path):
     assert not os.path.exists(page1)               # its pages went with it
 
 
+def test_many_nights_built_in_worker_processes_as_in_one(tmp_path, monkeypatch):
+    import pc_gpu.report.build as build
+
+    nights = [f"2024020{k}" for k in range(1, 6)]
+    for k, night in enumerate(nights):
+        write_synthetic_night(str(tmp_path / "a"), night, 2, seed=10 + k)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    parallel = build_report(str(tmp_path / "a"))
+    monkeypatch.setattr(build, "_PARALLEL_NIGHTS", 10**6)      # the same, one night after another
+    serial = build_report(str(tmp_path / "b"))
+    assert parallel.nights_built == serial.nights_built == nights and parallel.frames_written == 10
+
+    def table(root, night):
+        html = _read(os.path.join(root, "report", night, "index.html"))
+        return re.search(r'<table class="sortable" id="frames">.*?</table>', html, re.S).group(0)
+    for night in nights:
+        assert table(tmp_path / "a", night) == table(tmp_path / "b", night)
+    monkeypatch.undo()
+    assert build_report(str(tmp_path / "a")).frames_written == 0     # what the workers wrote is known
+    summary = sorted((tmp_path / "a" / nights[2]).iterdir())[0]
+    st = os.stat(summary)
+    os.utime(summary, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = build_report(str(tmp_path / "a"))
+    assert again.nights_built == [nights[2]] and again.frames_written == 1
+
+
 def test_conditions_dome_and_streaks_shown_when_present(tmp_path):
     out = str(tmp_path)
     paths = write_synthetic_night(out, "20240105", 3, seed=3)

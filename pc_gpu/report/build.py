@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 import os
 import re
 import shutil
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 REPORT_DIR = "report"
 _VERSION = 1
 _NIGHT = re.compile(r"^\d{8}$")
+_PARALLEL_NIGHTS = 4   # nights to build before worker processes are worth their start
+_MAX_WORKERS = 8
+_FORKED = None         # the builder a forked worker inherits
 _ZP_COLUMNS = ("quadrant", "aper_ind", "science_fov_only", "zp_adu_per_s", "n_sources_for_zp",
                "robust_sigma_mag", "bp_rp_median", "gaia_g_median")
 _SKY_REGIONS = (("full frame", ""), ("science field", "_sci"), ("q1", "_quad1"), ("q2", "_quad2"),
@@ -193,6 +197,7 @@ class _Builder:
         for name, row in ledger.items():
             by_night.setdefault(row["night"], {})[name] = row
         nights = {n for info in self.manifest["dirs"].values() for n in info["nights"]} | set(by_night)
+        todo = []
         for night in sorted(nights):
             lsig = _digest(sorted((n, r["outcome"], r["reason"]) for n, r in by_night.get(night, {}).items()))
             live = refresh_s if night == live_night else 0
@@ -200,10 +205,11 @@ class _Builder:
             page = os.path.join(self.report, night, "index.html")
             if (night in changed or old is None or old.get("ledger") != lsig or old.get("live") != live
                     or not os.path.exists(page) or self.force):
-                stats, n_frames = self.build_night(night, by_night.get(night, {}), live)
-                self.manifest["nights"][night] = {"ledger": lsig, "live": live, "stats": stats}
-                result.nights_built.append(night)
-                result.frames_written += n_frames
+                todo.append((night, by_night.get(night, {}), live, lsig))
+        for (night, _, live, lsig), (stats, n_frames) in zip(todo, self.build_nights(todo)):
+            self.manifest["nights"][night] = {"ledger": lsig, "live": live, "stats": stats}
+            result.nights_built.append(night)
+            result.frames_written += n_frames
         gone = set(self.manifest["nights"]) - nights
         for night in gone:  # its outputs were removed: so are its pages
             del self.manifest["nights"][night]
@@ -217,6 +223,28 @@ class _Builder:
         _write_text(os.path.join(self.report, "manifest.json"), json.dumps(self.manifest, indent=1))
         result.n_nights = len(nights)
         return result
+
+    def build_nights(self, todo):
+        """[(stats, frame pages written)] for [(night, ledger rows, refresh, _)]: in worker
+        processes (forked, one per CPU) when there are several nights, else here."""
+        workers = min(len(todo), os.cpu_count() or 1, _MAX_WORKERS)
+        if workers < 2 or len(todo) < _PARALLEL_NIGHTS or "fork" not in mp.get_all_start_methods():
+            return [self.build_night(night, ledger, refresh) for night, ledger, refresh, _ in todo]
+        for night, *_ in todo:  # load the caches here, so the workers' page keys land in them
+            list(self.rows_of(night))
+        global _FORKED
+        _FORKED = self
+        try:
+            with mp.get_context("fork").Pool(workers) as pool:
+                done = pool.map(_build_night_in_worker, [t[:3] for t in todo], chunksize=1)
+        finally:
+            _FORKED = None
+        out = []
+        for (night, *_), (stats, written, pages) in zip(todo, done):
+            for sub, name, entry in self.rows_of(night):
+                entry["page"] = pages.get(f"{sub}/{name}", entry.get("page"))
+            out.append((stats, written))
+        return out
 
     def build_night(self, night, ledger, refresh):
         """Write the night page and the frame pages that are new or changed; return
@@ -298,3 +326,11 @@ class _Builder:
             title="Pointing camera nights", head=bokeh_js() + script, nights=nights, plot_div=div,
             n_frames=sum(n["n_frames"] for n in nights), refresh=0, built=self.built)
         _write_text(path, html)
+
+
+def _build_night_in_worker(task):
+    """In a forked worker: build one night; return (stats, pages written, page keys)."""
+    night, ledger, refresh = task
+    stats, written = _FORKED.build_night(night, ledger, refresh)
+    pages = {f"{sub}/{name}": entry.get("page") for sub, name, entry in _FORKED.rows_of(night)}
+    return stats, written, pages
