@@ -129,7 +129,7 @@ def test_night_table_marks_failures_and_escapes_names(reduced):
     assert [r.split()[0] for r in rows].count("failed") == 1 and [r.split()[0] for r in rows].count("skipped") == 1
     # the name shows as text, never as markup, in the table, the frame page and the plots' data
     assert "&lt;img src=x onerror=alert(1)&gt;" in body and "<img src=x" not in body
-    assert "<img src=x" not in html.replace("\\u003c", "<").split("<script type=\"application/json\"")[0]
+    assert "<img src=x" not in html           # Bokeh's data escapes it too
     frame_page = os.path.join(report, reduced.night, "frames", BAD_NAME + ".html")
     page = _read(frame_page)
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
