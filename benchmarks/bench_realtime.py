@@ -15,6 +15,7 @@ moment it is complete. The clock stops when its entry appears in the Redis strea
 import argparse
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -134,7 +135,8 @@ def bench_latency(args, work):
     redis = Redis(work)
     watchdir, outdir = os.path.join(work, "watch"), os.path.join(work, "out")
     os.makedirs(watchdir)
-    proc = start_service(watchdir, outdir, night_dir, redis, args.device, os.path.join(work, "service.log"))
+    proc = start_service(watchdir, outdir, night_dir, redis, args.device, os.path.join(work, "service.log"),
+                         extra=shlex.split(args.service_args))
     latencies, last_id = [], "0-0"
     try:
         for raw, moved in zip(raws, zpflag):
@@ -232,6 +234,8 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "pc_gpu_bench_realtime"))
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--service_args", default="",
+                        help="latency: more pc-realtime flags, e.g. '--report --report_interval 1'")
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     for key, value in environment("numba", "astropy").items():

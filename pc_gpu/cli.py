@@ -52,6 +52,8 @@ def build_parser():
                    help="draw detected streaks on the -detrended.png plot (with --plot_detrended and --detect_streaks)")
     p.add_argument("--streak_time_limit", type=float, metavar="SECONDS",
                    help="give up streak detection after this many seconds (empty STREAKS, STRKTOUT = T)")
+    p.add_argument("--thumbnail", action="store_true",
+                   help="write RAW-thumb.jpg, a small preview of the detrended image (for pc-report)")
     p.add_argument("--meta_dir", help="calibration directory (default $POINTING_CAMERA_META)")
     p.add_argument("--gaia_dir", help="Gaia chunk directory (default $PC_GAIA_DIR)")
     p.add_argument("-v", "--verbose", action="store_true", help="log stage timings and details")
@@ -72,7 +74,8 @@ def options_from_args(args):
         plot_detrended=args.plot_detrended, plot_quiver=args.plot_quiver,
         max_zp_radius=args.max_zp_radius, overwrite=args.overwrite, device=args.device,
         calib_fallback=args.calib_fallback, detect_streaks=args.detect_streaks,
-        plot_streaks=args.plot_streaks, streak_time_limit=args.streak_time_limit)
+        plot_streaks=args.plot_streaks, streak_time_limit=args.streak_time_limit,
+        thumbnail=args.thumbnail)
 
 
 def configure_logging(verbose=False, quiet=False):

@@ -61,19 +61,32 @@ class Ledger:
         self.pending = {}
         self.last_seq = 0
         self.last_stream_ms = 0
-        self._replay()
+        self._replay(repair=True)
         self._fh = open(self.path, "a", encoding="utf-8")
         if self.service_id is None:
             self.service_id = uuid.uuid4().hex
             self.append("service", service_id=self.service_id)
 
-    def _replay(self):
+    @classmethod
+    def read(cls, path):
+        """Replay the ledger at `path` without writing to it (a service may be appending to it
+        now): a torn last line is skipped, not truncated. The result cannot `append`."""
+        self = cls.__new__(cls)
+        self.path = os.fspath(path)
+        self.service_id = None
+        self.outcomes, self.in_hand, self.starts, self.pending = {}, {}, {}, {}
+        self.last_seq = self.last_stream_ms = 0
+        self._fh = None
+        self._replay(repair=False)
+        return self
+
+    def _replay(self, *, repair):
         if not os.path.exists(self.path):
             return
         with open(self.path, "rb") as fh:
             data = fh.read()
         end = data.rfind(b"\n") + 1
-        if end < len(data):
+        if end < len(data) and repair:
             log.warning("%s: dropping a torn last line (%d bytes) left by a crash", self.path, len(data) - end)
             with open(self.path, "r+b") as fh:
                 fh.truncate(end)
@@ -134,7 +147,8 @@ class Ledger:
 
     def close(self):
         """Close the file (every event is already on disk)."""
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
     def __enter__(self):
         return self

@@ -18,6 +18,7 @@ SUFFIXES = {
     "zp_plot": "-zp.png",
     "detrended_plot": "-detrended.png",
     "quiver_plot": "-quiver.png",
+    "thumbnail": "-thumb.jpg",
 }
 
 
@@ -47,7 +48,7 @@ def temporary_path(final_path):
     directory = os.path.dirname(final_path) or "."
     base = os.path.basename(final_path)
     stem, ext = base, ""
-    for known in (".fits.gz", ".fits", ".png", ".json"):
+    for known in (".fits.gz", ".fits", ".png", ".jpg", ".json"):
         if base.endswith(known):
             stem, ext = base[: -len(known)], known
             break

@@ -25,6 +25,7 @@ from .photometry import aperture_photometry
 from .rawio import read_raw, read_wcs, wcs_path_for
 from .sky import inter_quadrant_rms, sky_regions, sky_statistics
 from .tables import FrameInfo, sky_table, zeropoints_table
+from .thumbnail import THUMBNAIL_BIN, bin_image, write_thumbnail
 from .zeropoints import zeropoint_rows, zeropoint_stars
 
 __all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "process_frame"]
@@ -47,7 +48,8 @@ class RunOptions:
     calib_fallback : scalar per-quadrant bias/dark when the masters are missing;
     detect_streaks : find satellite streaks (STREAKS table, CATALOG on_streak, such stars out
     of the zeropoints); plot_streaks : draw them on the detrended plot; streak_time_limit :
-    seconds after which streak detection gives up (None: no limit).
+    seconds after which streak detection gives up (None: no limit); thumbnail : write
+    RAW-thumb.jpg, an 8x8-binned asinh-stretched preview of the detrended image.
     """
 
     outdir: str | None = None
@@ -73,6 +75,7 @@ class RunOptions:
     detect_streaks: bool = False
     plot_streaks: bool = False
     streak_time_limit: float | None = None
+    thumbnail: bool = False
 
     def __post_init__(self):
         if self.max_n_stars < 1:
@@ -104,6 +107,7 @@ class FrameResult:
     wcs_ctype: tuple
     timings: dict = field(default_factory=dict)
     streaks: object = None  # streaks.StreakResult when detection was asked for
+    thumbnail: np.ndarray | None = None  # binned detrended image (ADU) with options.thumbnail
 
 
 class Reducer:
@@ -165,7 +169,8 @@ class Reducer:
         paths = output_paths(raw_path, outdir)
         o = self.options
         wanted = {"summary": True, "detrended": o.write_detrended, "zp_plot": o.checkplot,
-                  "detrended_plot": o.plot_detrended, "quiver_plot": o.plot_quiver}
+                  "detrended_plot": o.plot_detrended, "quiver_plot": o.plot_quiver,
+                  "thumbnail": o.thumbnail}
         return {k: p for k, p in paths.items() if wanted[k]}
 
     def reduce(self, raw_path):
@@ -287,12 +292,13 @@ class Reducer:
                 ("NSTREAKS", len(streaks.table), "satellite streaks found"),
             ]
         detrended = be.to_host(image) if o.write_detrended or o.plot_detrended else None
+        thumbnail = be.to_host(bin_image(image, THUMBNAIL_BIN, be.xp)) if o.thumbnail else None
         timings = _stage_timings(t)
         result = FrameResult(raw_path=raw_path, header_extra=header_extra, header=frame.header,
                              detrended=detrended, catalog=catalog, zeropoints=zps, sky=sky,
                              obs_night=obs_night, timestamp=telemetry_timestamp(m["local"]),
                              exptime_s=frame.exptime_s, wcs_ctype=tuple(wcs.wcs.ctype), timings=timings,
-                             streaks=streaks)
+                             streaks=streaks, thumbnail=thumbnail)
         row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == self.standard_aperture)
                   & (zps["science_fov_only"] == 0)][0]
         log.info("%s: zp %.3f mag (%d stars), sky %.3f ADU/s/pix, dome %s, %.0f ms on %s",
@@ -383,6 +389,8 @@ def write_outputs(result, reducer, plot_worker=None):
         segments = result.streaks.segments if o.plot_streaks and result.streaks is not None else ()
         writers[paths["detrended_plot"]] = lambda p: plots.detrended_plot(p, result.detrended, title=base,
                                                                           streaks=segments)
+    if "thumbnail" in paths:
+        writers[paths["thumbnail"]] = lambda p: write_thumbnail(p, result.thumbnail)
     if "quiver_plot" in paths:
         cat = result.catalog
         sel = ((cat["centroid_pixel_saturated"] == 0) & (cat["centroid_raw_pixel_val"] < cam.zp_saturation_adu)

@@ -128,6 +128,7 @@ class RealtimeService:
             log.info("telemetry to %s (stream %s, heartbeat %s)", settings.description(),
                      self.publisher.stream_key, self.publisher.heartbeat_key)
         self.watcher = None
+        self.reporter = None  # pc_gpu.report.live.LiveReport with --report: told of every outcome
         self.stopping = False
         self.started = time.time()
         self.last = {"last_frame": "", "last_status": "", "last_reason": "", "last_time": ""}
@@ -240,6 +241,8 @@ class RealtimeService:
         else:
             log.error("%s failed: %s", name, reason)
         self.heartbeat(force=True)
+        if self.reporter is not None:
+            self.reporter.notify(fields.get("obs_night"))
         return rec
 
     # --- the watch loop ------------------------------------------------------------------
@@ -362,7 +365,7 @@ class RealtimeService:
             from .streaks import warm_up as warm_streaks
 
             warm_streaks(self.reducer.backend)
-        _warm_io(self.options.checkplot)
+        _warm_io(self.options.checkplot, self.options.thumbnail)
         log.info("warm in %.1f s; waiting for frames", time.perf_counter() - t0)
 
     def close(self):
@@ -376,14 +379,16 @@ class RealtimeService:
             self.publisher.close()
         if self.watcher is not None:
             self.watcher.stop()
+        if self.reporter is not None:
+            self.reporter.close()
         self.ledger.close()
         self._lock.close()
         log.info("stopped: %d done, %d skipped, %d failed", self.counts["done"], self.counts["skipped"],
                  self.counts["failed"])
 
 
-def _warm_io(checkplot):
-    """Import and exercise the FITS, WCS and plotting code once (first-use costs ~0.5 s)."""
+def _warm_io(checkplot, thumbnail=False):
+    """Import and exercise the FITS, WCS, plotting and thumbnail code once (first-use costs ~0.5 s)."""
     import tempfile
     import warnings
 
@@ -406,6 +411,10 @@ def _warm_io(checkplot):
             g = np.linspace(10.0, 15.0, 20)
             zeropoint_plot(os.path.join(tmp, "warm.png"), g, g - 17.5, 17.5, title="warm-up", n_used=20,
                            aperture_radius_pix=2.5)
+        if thumbnail:
+            from .thumbnail import bin_image, write_thumbnail
+
+            write_thumbnail(os.path.join(tmp, "warm.jpg"), bin_image(np.ones((16, 16), np.float32), 8))
 
 
 def _signature(path):
@@ -429,7 +438,8 @@ def build_parser():
                     "The ledger OUTDIR/pc-realtime-ledger.jsonl records every frame's outcome; "
                     "a restart resumes from it. SIGTERM/SIGINT: finish the frame in hand, stop.",
         epilog="Defaults are the original's realtime ones: --nightly_subdir, --one_aper, "
-               "--check_tcs_motion, --send_redis, --dont_write_detrended, --max_zp_radius 1200 "
+               "--check_tcs_motion, --send_redis, --dont_write_detrended, --max_zp_radius 1200, "
+               "and --thumbnail "
                "(the realtime flags turn them off). Redis: REDISURL (redis:// or rediss://) or "
                "REDISHOST, REDISPORT, REDISDBNUM; REDISKEY, REDISPASSWORD.")
     p.add_argument("watchdir", metavar="WATCHDIR", help="directory where raw frames and .wcs files land")
@@ -451,6 +461,11 @@ def build_parser():
     g.add_argument("--stream_maxlen", type=int, default=100000,
                    help="approximate cap on the Redis history stream (0: none; default 100000)")
     g.add_argument("--redis_timeout", type=float, default=1.0, help="Redis socket timeout, s (default 1)")
+    g.add_argument("--no_thumbnail", action="store_true", help="do not write RAW-thumb.jpg previews")
+    g.add_argument("--report", action="store_true",
+                   help="keep the web report (OUTDIR/report/, as pc-report) up to date, off the latency path")
+    g.add_argument("--report_interval", type=float, default=5.0,
+                   help="least time between two report rebuilds, s (default 5)")
     g.add_argument("--veto_list", help="file of raw file names (or paths), one a line, never to reduce")
     # testing only: a smaller detector (the simulator's fast frames)
     g.add_argument("--camera_nx", type=int, help=argparse.SUPPRESS)
@@ -477,7 +492,7 @@ def options_from_args(args):
         run, outdir=args.outdir, write_detrended=args.write_detrended,
         nightly_subdir=not args.no_nightly_subdir, one_aper=not args.all_apers,
         check_tcs_motion=not args.no_check_tcs_motion, send_redis=not args.dont_send_redis,
-        max_zp_radius=max_zp)
+        max_zp_radius=max_zp, thumbnail=not args.no_thumbnail)
     veto = frozenset()
     if args.veto_list:
         try:
@@ -531,6 +546,10 @@ def main(argv=None):
             camera = camera.with_(nx=args.camera_nx or camera.nx, ny=args.camera_ny or camera.ny)
         service = RealtimeService(run, service_options, camera=camera, meta_dir=args.meta_dir,
                                   gaia_dir=args.gaia_dir, redis_settings=settings)
+        if args.report:
+            from .report.live import LiveReport
+
+            service.reporter = LiveReport(service.outdir, interval_s=args.report_interval)
     except PCError as exc:
         log.error("%s", exc)
         return 1
