@@ -105,7 +105,8 @@ def _frame(path):
         night, local = observing_night(local_dt), local_dt.isoformat()
     except (OSError, InputError, ValueError) as exc:
         log.debug("%s: night unknown (%s)", path, exc)
-    problem = None if os.path.exists(wcs_path_for(path)) else NO_WCS
+    # a path that is not a regular file fails when read, with the reader's reason
+    problem = NO_WCS if os.path.isfile(path) and not os.path.exists(wcs_path_for(path)) else None
     return Frame(path, os.path.basename(path), night, local, problem)
 
 

@@ -33,8 +33,11 @@ def tables_dir(outdir):
 
 
 def _native(a):
-    """A structured array with native byte order (pyarrow wants it)."""
-    return a.astype(a.dtype.newbyteorder("="))
+    """A structured array with native byte order (pyarrow wants it) and text as str (a table in
+    memory may hold bytes where the same table read from FITS holds str)."""
+    dtype = [(n, f"U{a.dtype[n].itemsize}" if a.dtype[n].kind == "S" else a.dtype[n].newbyteorder("="))
+             for n in a.dtype.names]
+    return a.astype(dtype)
 
 
 def rows_from_tables(name, header, zeropoints, sky):
