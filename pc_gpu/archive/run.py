@@ -233,7 +233,7 @@ class _Run:
         failed = [f.name for f in self.frames if (self.ledger.outcome(f.name) or {}).get("event") == "failed"]
         unfinished = [f.name for f in self.frames if self.ledger.outcome(f.name) is None]
         if self.stop_reason is not None:
-            log.error("pc-archive stopped: %s. %d frame(s) not reduced; free the problem (e.g. disk "
+            log.error("pc-archive stopped: %s. %d frame(s) not reduced; fix the cause (e.g. free disk "
                       "space) and run the same command again to finish them", self.stop_reason, len(unfinished))
             return EXIT_INPUT
         if failed or unfinished:

@@ -10,8 +10,11 @@ the reduction itself is the single call `reduce_loaded`.
 import collections
 import concurrent.futures
 import dataclasses
+import errno
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -82,11 +85,31 @@ def _finish(path, result, reducer, redis_settings, started):
     except PCError as exc:
         return _outcome(path, "failed", f"outputs not written: {exc}")
     except OSError as exc:
-        return _outcome(path, STOPPED, f"outputs could not be written: {exc}")
+        return _outcome(path, STOPPED, _write_failure(exc, reducer.output_dir(result.obs_night)))
     return _outcome(path, "done", "" if telemetry_ok else "telemetry not delivered",
                     night=result.obs_night, outputs=sorted(paths.values()),
                     seconds=round(time.perf_counter() - started, 4),
                     rows=rows_from_tables(os.path.basename(path), result.header, result.zeropoints, result.sky))
+
+
+def _write_failure(exc, directory):
+    """Why outputs could not be written in `directory`, saying so plainly when the disk is full
+    (cfitsio reports a full disk only as a write error: a 1 MiB probe file tells)."""
+    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    if not full:
+        try:
+            with tempfile.TemporaryFile(dir=directory) as probe:
+                probe.write(bytes(1 << 20))
+                probe.flush()
+                os.fsync(probe.fileno())
+        except OSError as probe_exc:
+            full = probe_exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log.debug("writing outputs in %s failed: %s", directory, exc)
+    if full:
+        return (f"the output disk is full ({os.strerror(errno.ENOSPC)}; "
+                f"{shutil.disk_usage(directory).free // 1024} KiB free in {directory})")
+    return f"outputs could not be written in {directory}: {first_line}"
 
 
 def reduce_chunk(paths, spec):
