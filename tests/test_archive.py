@@ -38,14 +38,17 @@ def final_counts(outdir):
     return out
 
 
-def assert_each_good_frame_done_once(archive, outdir):
+def assert_each_good_frame_done_once(archive, outdir, written_in=None):
+    """Each good frame has one done event and its outputs (written under `written_in` when the
+    run wrote to another place than `outdir`, where they were copied)."""
     finals = final_counts(outdir)
     for raw in archive.good:
         name = os.path.basename(raw)
         dones = [e for e in finals.get(name, []) if e["event"] == "done"]
         assert len(dones) == 1, (name, finals.get(name))
-        assert all(os.path.exists(p) for p in dones[0]["outputs"])
-        fitsio.read(next(p for p in dones[0]["outputs"] if p.endswith("-summary.fits")), ext="ZEROPOINTS")
+        outputs = [os.path.join(outdir, os.path.relpath(p, written_in or outdir)) for p in dones[0]["outputs"]]
+        assert all(os.path.exists(p) for p in outputs)
+        fitsio.read(next(p for p in outputs if p.endswith("-summary.fits")), ext="ZEROPOINTS")
     assert not glob.glob(os.path.join(outdir, "**", ".*.tmp*"), recursive=True)
 
 
@@ -283,7 +286,10 @@ def test_disk_full_stops_cleanly_and_a_rerun_completes(archive, tmp_path):
     proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", _DISK_FULL, "sh",
                            str(out), str(copy), *cmd], capture_output=True, text=True, timeout=600)
     assert "rc1=1" in proc.stdout, proc.stdout + proc.stderr[-3000:]
-    assert "No space left on device" in proc.stderr and "run the same command again" in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert any("No space left on device" in e and "run the same command again" in e for e in errors), errors
     assert "leftover" not in proc.stdout and "partial" not in proc.stdout, proc.stdout
     assert "rc2=4" in proc.stdout, proc.stdout + proc.stderr[-3000:]
-    assert_each_good_frame_done_once(archive, str(copy))
+    assert_each_good_frame_done_once(archive, str(copy), written_in=str(out))
+    with_night = [v[-1] for v in final_counts(copy).values() if v[-1].get("night")]
+    assert _dataset(copy, "frames").num_rows == len(with_night)   # tables caught up too

@@ -174,11 +174,15 @@ class _Run:
             if night:
                 self.touched.add(night)
                 self.remaining[night] -= 1
-                if self.remaining[night] <= 0:
-                    self.write_tables(night)
+                if self.remaining[night] <= 0 and self.stop_reason is None:
+                    try:
+                        self.write_tables(night)
+                    except OSError as exc:
+                        self.stop_reason = f"the season tables could not be written ({exc})"
 
-    def write_tables(self, night):
-        outcomes = season.nights_of(self.ledger, only=night).get(night, [])
+    def write_tables(self, night, outcomes=None):
+        if outcomes is None:
+            outcomes = season.nights_of(self.ledger, only=night).get(night, [])
         season.write_night(self.outdir, night, outcomes, self.rows)
         self.written.add(night)
         for outcome in outcomes:
@@ -219,9 +223,15 @@ class _Run:
             self.record(outcomes)
 
     def finish(self, wall_s):
-        """Write the tables of nights not yet written; log the summary; the exit status."""
-        for night in sorted(self.touched - self.written):
-            self.write_tables(night)
+        """Write the tables of nights changed and not yet written (or left stale by a run that
+        stopped); log the summary; return the exit status."""
+        try:
+            for night, outcomes in season.nights_of(self.ledger).items():
+                if (night in self.touched and night not in self.written) or \
+                        season.frames_in_table(self.outdir, night) != len(outcomes):
+                    self.write_tables(night, outcomes)
+        except OSError as exc:
+            self.stop_reason = self.stop_reason or f"the season tables could not be written ({exc})"
         self.progress.close()
         counts = self.progress.counts
         n = sum(counts.values())
@@ -277,12 +287,7 @@ def run_archive(frames, spec, make_engine, *, chunk_size=8, retry_failed=False, 
             run.dispatch()
         except OSError as exc:  # the ledger itself could not be written (e.g. disk full)
             run.stop_reason = f"the ledger could not be written ({exc})"
-        try:
-            return run.finish(time.perf_counter() - started)
-        except OSError as exc:
-            log.error("pc-archive stopped: the season tables could not be written (%s); run "
-                      "`pc-archive tables %s` once there is space", exc, spec.options.outdir)
-            return EXIT_INPUT
+        return run.finish(time.perf_counter() - started)
     finally:
         if engine is not None:
             engine.close()

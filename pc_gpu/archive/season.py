@@ -18,7 +18,7 @@ from ..camera import EL_NINO
 from ..obstime import local_datetime
 from ..outputs import atomic_output
 
-__all__ = ["TABLES", "rows_from_tables", "rows_from_summary", "write_night", "nights_of", "rebuild",
+__all__ = ["TABLES", "rows_from_tables", "rows_from_summary", "write_night", "nights_of", "frames_in_table", "rebuild",
            "tables_dir"]
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,14 @@ def write_night(outdir, night, outcomes, rows):
         with atomic_output(final) as tmp:
             pq.write_table(table, tmp)
     log.debug("tables: night %s, %d frames", night, len(frames))
+
+
+def frames_in_table(outdir, night):
+    """Rows of the night's frames table on disk (-1 when there is none)."""
+    import pyarrow.parquet as pq
+
+    path = os.path.join(tables_dir(outdir), "frames", f"night={night}", PART)
+    return pq.read_metadata(path).num_rows if os.path.exists(path) else -1
 
 
 def nights_of(ledger, only=None):
