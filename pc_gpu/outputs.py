@@ -33,12 +33,12 @@ def output_paths(raw_path, outdir):
     return {key: os.path.join(outdir, base + suffix) for key, suffix in SUFFIXES.items()}
 
 
-def remove_outputs(raw_name, outdir):
+def remove_outputs(raw_name, outdir, *, temporaries_only=False):
     """Delete the final and temporary output files of one raw frame in `outdir` (what a run
-    stopped mid-frame may have left); return the paths removed."""
+    stopped mid-frame may have left), or only the temporaries; return the paths removed."""
     final = output_paths(raw_name, outdir)
     base = os.path.basename(final["summary"])[: -len(SUFFIXES["summary"])]
-    paths = list(final.values())
+    paths = [] if temporaries_only else list(final.values())
     paths += glob.glob(os.path.join(glob.escape(outdir), "." + glob.escape(base) + "-*.tmp*"))
     removed = []
     for p in paths:

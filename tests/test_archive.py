@@ -293,3 +293,73 @@ def test_disk_full_stops_cleanly_and_a_rerun_completes(archive, tmp_path):
     assert_each_good_frame_done_once(archive, str(copy), written_in=str(out))
     with_night = [v[-1] for v in final_counts(copy).values() if v[-1].get("night")]
     assert _dataset(copy, "frames").num_rows == len(with_night)   # tables caught up too
+
+
+def _worker_pids(parent):
+    """Dask worker processes started by `parent` (multiprocessing children, not its tracker)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def test_dask_local_cluster_with_a_worker_killed_mid_run(archive, tmp_path):
+    pytest.importorskip("distributed")
+    outdir = tmp_path / "out"
+    proc = subprocess.Popen(archive_cmd(archive, outdir, "--scheduler", "local", "--workers", "2", "--chunk_size", "2"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        ledger = outdir / LEDGER_NAME
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ledger.exists() and '"event":"done"' in ledger.read_text():
+                break
+            time.sleep(0.02)
+        workers = _worker_pids(proc.pid)
+        assert proc.poll() is None and len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 4, stderr[-3000:]
+    assert_each_good_frame_done_once(archive, outdir)
+    assert len(final_counts(outdir)) == len(archive.good) + len(archive.bad) + 1
+
+
+def test_gpu_engine_in_cuda_simulator_matches_cpu(tmp_path, sim_gaia_dir):
+    """--device gpu under NUMBA_ENABLE_CUDASIM=1 (tiny frames): reads ahead and writes behind on
+    host threads, and every summary equals the CPU path's within the kernels' tolerances."""
+    from pc_gpu.sim.night import simulate_night
+    from test_gpu_path import assert_same_summary, reduce_to
+
+    camera = EL_NINO.with_(nx=240, ny=180)
+    night = simulate_night(tmp_path / "night", n_frames=3, fields=((150.0, 30.0),), camera=camera,
+                           gaia_dir=sim_gaia_dir, seed=3)
+    outdir = tmp_path / "gpu"
+    cmd = [sys.executable, "-m", "pc_gpu.archive", os.path.dirname(night.raw[0]), "--outdir", str(outdir),
+           "--meta_dir", night.meta_dir, "--gaia_dir", sim_gaia_dir, "--camera_nx", "240", "--camera_ny", "180",
+           "--device", "gpu", "--max_n_stars", "25", "--io_threads", "2", "--chunk_size", "2", "--progress", "log"]
+    proc = subprocess.run(cmd, env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gpu engine" in proc.stderr
+    finals = final_counts(outdir)
+    assert [finals[os.path.basename(r)][0]["event"] for r in night.raw] == ["done"] * 3
+    for raw in night.raw:
+        cpu_summary, _ = reduce_to(tmp_path / "cpu", raw, night.meta_dir, sim_gaia_dir, camera, "cpu")
+        gpu_summary = next(p for p in finals[os.path.basename(raw)][0]["outputs"] if p.endswith("-summary.fits"))
+        assert fitsio.read_header(gpu_summary)["PCDEVICE"] == "gpu-sim"
+        assert_same_summary(gpu_summary, cpu_summary)
+        assert os.path.exists(gpu_summary.replace("-summary.fits", "-zp.png"))
+    assert _dataset(outdir, "frames").num_rows == 3

@@ -114,7 +114,6 @@ def main(argv=None):
 
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet)
-    logging.getLogger("distributed").setLevel(logging.WARNING)
     try:
         _check_args(args)
         kind = _engine_kind(args)

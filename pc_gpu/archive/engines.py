@@ -90,6 +90,10 @@ class DaskEngine:
             from distributed import Client, LocalCluster
         except ImportError:
             raise InputError(None, "--scheduler needs dask.distributed: pip install 'pc_gpu[distributed]'") from None
+        quiet = logging.getLogger("pc_gpu").getEffectiveLevel() > logging.DEBUG
+        for name in list(logging.root.manager.loggerDict):
+            if quiet and name.startswith("distributed"):
+                logging.getLogger(name).setLevel(logging.WARNING)  # dask logs every connection at INFO
         self.cluster = None
         if scheduler == "local":
             self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,

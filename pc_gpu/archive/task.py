@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ..camera import EL_NINO, Camera
 from ..errors import PCError, TelescopeMotion
+from ..outputs import remove_outputs
 from ..pipeline import Reducer, RunOptions, finish_frame
 from .season import rows_from_tables
 
@@ -86,6 +87,8 @@ def _finish(path, result, reducer, redis_settings, started):
         return _outcome(path, "failed", f"outputs not written: {exc}")
     except OSError as exc:
         return _outcome(path, STOPPED, _write_failure(exc, reducer.output_dir(result.obs_night)))
+    if paths:  # an earlier attempt of this task, lost with its worker, may have left temporaries
+        remove_outputs(path, os.path.dirname(paths["summary"]), temporaries_only=True)
     return _outcome(path, "done", "" if telemetry_ok else "telemetry not delivered",
                     night=result.obs_night, outputs=sorted(paths.values()),
                     seconds=round(time.perf_counter() - started, 4),
