@@ -79,8 +79,9 @@ def _failure(path, exc):
     return _outcome(path, "failed", f"{type(exc).__name__}: {exc}")
 
 
-def _finish(path, result, reducer, redis_settings, started):
+def _finish(path, result, reducer, redis_settings, started, load_s):
     """Write a reduced frame (and send its telemetry); its outcome."""
+    t_write = time.perf_counter()
     try:
         paths, telemetry_ok = finish_frame(result, reducer, redis_settings=redis_settings)
     except PCError as exc:
@@ -91,7 +92,8 @@ def _finish(path, result, reducer, redis_settings, started):
         remove_outputs(path, os.path.dirname(paths["summary"]), temporaries_only=True)
     return _outcome(path, "done", "" if telemetry_ok else "telemetry not delivered",
                     night=result.obs_night, outputs=sorted(paths.values()),
-                    seconds=round(time.perf_counter() - started, 4),
+                    seconds=round(time.perf_counter() - started, 4), load_s=round(load_s, 4),
+                    stages_ms=result.timings, write_s=round(time.perf_counter() - t_write, 4),
                     rows=rows_from_tables(os.path.basename(path), result.header, result.zeropoints, result.sky))
 
 
@@ -120,7 +122,9 @@ def reduce_chunk(paths, spec):
 
     Each outcome has frame, path, event ('done', 'skipped', 'failed', or `STOPPED` when the
     outputs could not be written: the chunk ends there) and reason; a done frame also has
-    night, outputs, seconds and rows (`season.rows_from_tables`). Frames after a `STOPPED`
+    night, outputs, seconds (from the start of its read to the end of its writes), load_s
+    (reading and decoding), stages_ms (`Reducer` stage timings), write_s, and rows
+    (`season.rows_from_tables`). Frames after a `STOPPED`
     one are not attempted (with read-ahead, those already in flight are finished).
     """
     reducer = reducer_for(spec)
@@ -138,7 +142,8 @@ def reduce_chunk(paths, spec):
             except Exception as exc:  # recorded with its reason; the chunk goes on
                 outcomes.append(_failure(path, exc))
                 continue
-            outcomes.append(_finish(path, result, reducer, redis_settings, started))
+            outcomes.append(_finish(path, result, reducer, redis_settings, started,
+                                    result.timings.get("read", 0.0) / 1e3))
             if outcomes[-1]["event"] == STOPPED:
                 break
         return outcomes
@@ -154,9 +159,13 @@ def _pipelined(paths, reducer, redis_settings, io_threads):
         ahead = iter(enumerate(paths))
         writes = []
 
+        def timed_load(path):
+            t0 = time.perf_counter()
+            return reducer.load(path), time.perf_counter() - t0
+
         def read_next():
             for i, path in ahead:
-                loads.append((i, path, time.perf_counter(), readers.submit(reducer.load, path)))
+                loads.append((i, path, time.perf_counter(), readers.submit(timed_load, path)))
                 return
 
         for _ in range(2 * io_threads):
@@ -165,11 +174,12 @@ def _pipelined(paths, reducer, redis_settings, io_threads):
             i, path, started, future = loads.popleft()
             read_next()
             try:
-                result = reduce_loaded(reducer, future.result())
+                loaded, load_s = future.result()
+                result = reduce_loaded(reducer, loaded)
             except Exception as exc:  # recorded with its reason; the chunk goes on
                 outcomes[i] = _failure(path, exc)
                 continue
-            writes.append((i, writers.submit(_finish, path, result, reducer, redis_settings, started)))
+            writes.append((i, writers.submit(_finish, path, result, reducer, redis_settings, started, load_s)))
             if any(f.done() and f.result()["event"] == STOPPED for _, f in writes):
                 break
         for _, _, _, future in loads:
