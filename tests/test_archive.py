@@ -363,3 +363,18 @@ def test_gpu_engine_in_cuda_simulator_matches_cpu(tmp_path, sim_gaia_dir):
         assert_same_summary(gpu_summary, cpu_summary)
         assert os.path.exists(gpu_summary.replace("-summary.fits", "-zp.png"))
     assert _dataset(outdir, "frames").num_rows == 3
+
+
+def test_progress_log_lines_and_bar(caplog, capsys):
+    from pc_gpu.archive.run import Progress
+
+    with caplog.at_level("INFO", logger="pc_gpu.archive"):
+        progress = Progress(4, interval_s=0.0, bar=False)
+        progress.add("done", 2)
+        progress.add("failed")
+        progress.close()
+    assert "3/4 frames (done 2, skipped 0, failed 1)" in caplog.text
+    progress = Progress(4, bar=True)
+    progress.add("done", 3)
+    progress.close()
+    assert "3/4" in capsys.readouterr().err

@@ -119,7 +119,9 @@ def main(argv=None):
         kind = _engine_kind(args)
         workers = args.workers or default_workers()
         options = options_from_args(args)
-        threads = options.threads or max(1, default_workers() // workers) if kind != "gpu" else options.threads
+        # numba threads per worker: workers x threads = cores (a remote cluster's workers use theirs)
+        local = kind == "local" or args.scheduler == "local"
+        threads = options.threads or (max(1, default_workers() // workers) if local else None)
         options = dataclasses.replace(options, threads=threads, device="gpu" if kind == "gpu" else options.device)
         camera = camera_from_args(args)
         spec = TaskSpec(options, camera=camera, meta_dir=args.meta_dir, gaia_dir=args.gaia_dir)
@@ -168,7 +170,6 @@ def tables_main(argv):
     import os
 
     from ..cli import configure_logging
-    from ..ledger import Ledger
     from .run import open_outdir
     from .season import rebuild
 

@@ -124,8 +124,8 @@ def reduce_chunk(paths, spec):
     outputs could not be written: the chunk ends there) and reason; a done frame also has
     night, outputs, seconds (from the start of its read to the end of its writes), load_s
     (reading and decoding), stages_ms (`Reducer` stage timings), write_s, and rows
-    (`season.rows_from_tables`). Frames after a `STOPPED`
-    one are not attempted (with read-ahead, those already in flight are finished).
+    (`season.rows_from_tables`). Frames after a `STOPPED` one are not attempted (with
+    read-ahead, those already in flight are finished).
     """
     reducer = reducer_for(spec)
     redis_settings = None
