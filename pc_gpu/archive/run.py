@@ -129,7 +129,8 @@ class _Run:
         for name, start in list(self.ledger.in_hand.items()):
             removed = remove_outputs(name, start["outdir"]) if start.get("outdir") else []
             if self.ledger.starts.get(name, 0) >= _MAX_STARTS:
-                given_up.append({"frame": name, "path": start.get("path", ""), "event": "failed",
+                given_up.append({"frame": name, "path": start.get("path", ""), "night": start.get("night"),
+                                 "event": "failed",
                                  "reason": f"the run stopped {_MAX_STARTS} times while reducing it"})
             else:
                 log.warning("%s was in hand when a run stopped; reducing it again%s", name,
