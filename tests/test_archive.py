@@ -314,7 +314,6 @@ def _worker_pids(parent):
 
 
 def test_dask_local_cluster_with_a_worker_killed_mid_run(archive, tmp_path):
-    pytest.importorskip("distributed")
     outdir = tmp_path / "out"
     proc = subprocess.Popen(archive_cmd(archive, outdir, "--scheduler", "local", "--workers", "2", "--chunk_size", "2"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
