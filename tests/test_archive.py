@@ -19,6 +19,7 @@ import pytest
 from archive_fixtures import NX, NY, archive, archive_cmd, run_archive  # noqa: F401  (fixture)
 from pc_gpu.archive.discover import discover
 from pc_gpu.archive.run import LEDGER_NAME
+from pc_gpu.backend import gpu_problem
 from pc_gpu.camera import EL_NINO
 from pc_gpu.ledger import Ledger, lock_directory
 from pc_gpu.pipeline import Reducer, RunOptions, process_frame
@@ -187,6 +188,8 @@ def test_second_run_on_same_outdir_is_refused(archive, tmp_path):
     (["--gaia_dir", "/nonexistent/gaia"], "Gaia chunk directory not found"),
     (["--nights", "2021-06-11"], "expected YYYYMMDD"),
     (["--workers", "0"], "--workers must be at least 1"),
+    pytest.param(["--device", "gpu"], "no GPU is usable",
+                 marks=pytest.mark.skipif(gpu_problem() is None, reason="a GPU is usable here")),
 ])
 def test_bad_invocations_are_refused_before_any_work(archive, tmp_path, args, phrase):
     outdir = tmp_path / "out"

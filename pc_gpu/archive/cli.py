@@ -85,18 +85,22 @@ def _check_args(args):
 
 
 def _engine_kind(args):
-    """'dask', 'gpu' or 'local' from --scheduler and --device."""
+    """'dask', 'gpu' or 'local' from --scheduler and --device (--device gpu without a usable
+    GPU is refused here, before any work)."""
+    import numba
+
+    from ..backend import gpu_problem
+
     if args.scheduler:
         return "dask"
+    simulated = bool(numba.config.ENABLE_CUDASIM)
     if args.device == "gpu":
+        problem = None if simulated else gpu_problem()
+        if problem is not None:
+            raise PCError(f"--device gpu asked for, but no GPU is usable: {problem}")
         return "gpu"
-    if args.device == "auto":
-        from ..backend import gpu_problem
-
-        import numba
-
-        if not numba.config.ENABLE_CUDASIM and gpu_problem() is None:
-            return "gpu"
+    if args.device == "auto" and not simulated and gpu_problem() is None:
+        return "gpu"
     return "local"
 
 
