@@ -6,7 +6,8 @@ import sys
 
 from .plotworker import PlotWorker
 
-__all__ = ["main", "build_parser", "add_reduction_arguments", "options_from_args", "configure_logging"]
+__all__ = ["main", "build_parser", "add_reduction_arguments", "add_test_camera_arguments", "camera_from_args",
+           "options_from_args", "configure_logging"]
 
 log = logging.getLogger("pc_gpu")
 

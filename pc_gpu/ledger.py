@@ -1,4 +1,5 @@
-"""The realtime service's ledger: an append-only JSON-lines journal of every frame's fate.
+"""The ledger of `pc-realtime` and `pc-archive`: an append-only JSON-lines journal of every
+frame's fate.
 
 One JSON object per line, each appended with a single write and fsync'd, so a crash loses at
 most a torn last line (dropped, with a warning, when the ledger is opened again). Events:
@@ -12,6 +13,9 @@ most a torn last line (dropped, with a warning, when the ledger is opened again)
   record queued for Redis (written before delivery is tried).
 - ``{"event": "delivered", "seq", "stream_id"}``: that record is in Redis.
 - ``{"event": "done" | "skipped" | "failed", "frame", "reason", ...}``: the frame's outcome.
+
+`pc-archive` writes ``start`` events without seq/stream_id (with path, night and the output
+directory) and no telemetry events; `Ledger.append_many` writes a chunk's events with one fsync.
 
 Every line also has ``"time"`` (UTC, ISO 8601).
 """
