@@ -88,6 +88,9 @@ def _finish(path, result, reducer, redis_settings, started, load_s):
         return _outcome(path, "failed", f"outputs not written: {exc}")
     except OSError as exc:
         return _outcome(path, STOPPED, _write_failure(exc, reducer.output_dir(result.obs_night)))
+    except Exception as exc:  # a bug or an unforeseen value: recorded, the chunk goes on
+        log.error("%s: writing outputs failed", path, exc_info=exc)
+        return _outcome(path, "failed", f"outputs not written: {type(exc).__name__}: {exc}")
     if paths:  # an earlier attempt of this task, lost with its worker, may have left temporaries
         remove_outputs(path, os.path.dirname(paths["summary"]), temporaries_only=True)
     return _outcome(path, "done", "" if telemetry_ok else "telemetry not delivered",
