@@ -6,7 +6,8 @@ import sys
 
 from .plotworker import PlotWorker
 
-__all__ = ["main", "build_parser", "options_from_args"]
+__all__ = ["main", "build_parser", "add_reduction_arguments", "add_test_camera_arguments", "camera_from_args",
+           "options_from_args", "configure_logging"]
 
 log = logging.getLogger("pc_gpu")
 
@@ -23,6 +24,13 @@ def build_parser():
                     "RAW.wcs beside the raw file.")
     p.add_argument("fname_in", help="pointing camera raw image file name")
     p.add_argument("--outdir", help="directory to write outputs in (without it nothing is written)")
+    add_reduction_arguments(p)
+    return p
+
+
+def add_reduction_arguments(p):
+    """Add every reduction flag of `pc-proc` (all but FNAME_IN and --outdir) to the parser or
+    argument group `p`; `pc-realtime` and `pc-archive` share them through this."""
     p.add_argument("--dont_write_detrended", action="store_true", help="don't write detrended image")
     p.add_argument("--skip_checkplot", action="store_true", help="don't create a checkplot")
     p.add_argument("--nightly_subdir", action="store_true",
@@ -58,7 +66,21 @@ def build_parser():
     p.add_argument("--gaia_dir", help="Gaia chunk directory (default $PC_GAIA_DIR)")
     p.add_argument("-v", "--verbose", action="store_true", help="log stage timings and details")
     p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
-    return p
+
+
+def add_test_camera_arguments(p):
+    """Hidden flags for a smaller detector (the simulator's fast test frames)."""
+    p.add_argument("--camera_nx", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--camera_ny", type=int, help=argparse.SUPPRESS)
+
+
+def camera_from_args(args):
+    """El Nino, or a smaller detector when the hidden test flags ask for one."""
+    from .camera import EL_NINO
+
+    if args.camera_nx or args.camera_ny:
+        return EL_NINO.with_(nx=args.camera_nx or EL_NINO.nx, ny=args.camera_ny or EL_NINO.ny)
+    return EL_NINO
 
 
 def options_from_args(args):

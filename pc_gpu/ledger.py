@@ -1,4 +1,5 @@
-"""The realtime service's ledger: an append-only JSON-lines journal of every frame's fate.
+"""The ledger of `pc-realtime` and `pc-archive`: an append-only JSON-lines journal of every
+frame's fate.
 
 One JSON object per line, each appended with a single write and fsync'd, so a crash loses at
 most a torn last line (dropped, with a warning, when the ledger is opened again). Events:
@@ -13,16 +14,22 @@ most a torn last line (dropped, with a warning, when the ledger is opened again)
 - ``{"event": "delivered", "seq", "stream_id"}``: that record is in Redis.
 - ``{"event": "done" | "skipped" | "failed", "frame", "reason", ...}``: the frame's outcome.
 
+`pc-archive` writes ``start`` events without seq/stream_id (with path, night and the output
+directory) and no telemetry events; `Ledger.append_many` writes a chunk's events with one fsync.
+
 Every line also has ``"time"`` (UTC, ISO 8601).
 """
 
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
 import uuid
 
-__all__ = ["Ledger", "FINAL_EVENTS"]
+from .errors import InputError
+
+__all__ = ["Ledger", "FINAL_EVENTS", "lock_directory"]
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +135,20 @@ class Ledger:
 
     def append(self, event, **fields):
         """Append one event durably (write + fsync) and apply it; return the record."""
-        rec = {"event": event, "time": _now_iso(), **fields}
-        line = json.dumps(rec, separators=(",", ":"), allow_nan=False, default=_jsonable) + "\n"
-        self._fh.write(line)
+        return self.append_many([(event, fields)])[0]
+
+    def append_many(self, events):
+        """Append several events, given as (event, fields) pairs, with one write and one fsync
+        (a crash keeps a prefix of them); apply them and return the records."""
+        stamp = _now_iso()
+        recs = [{"event": event, "time": stamp, **fields} for event, fields in events]
+        self._fh.write("".join(json.dumps(rec, separators=(",", ":"), allow_nan=False, default=_jsonable) + "\n"
+                               for rec in recs))
         self._fh.flush()
         os.fsync(self._fh.fileno())
-        self._apply(rec)
-        return rec
+        for rec in recs:
+            self._apply(rec)
+        return recs
 
     def next_ids(self, now_ms):
         """A new (seq, stream_id): both strictly increasing across the ledger's life."""
@@ -155,6 +169,19 @@ class Ledger:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def lock_directory(directory, lock_name, program):
+    """Take an exclusive lock on ``directory/lock_name`` for this process, or raise InputError
+    saying that another `program` is writing there; return the open lock file (closing it, or
+    the process ending in any way, releases the lock)."""
+    handle = open(os.path.join(directory, lock_name), "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise InputError(directory, f"another {program} is already writing here") from None
+    return handle
 
 
 def _jsonable(value):

@@ -2,13 +2,15 @@
 renamed into place, so a reader never sees half a file and a crash leaves no partial output."""
 
 import contextlib
+import glob
 import logging
 import os
 import tempfile
 
 from .errors import OutputExistsError, InputError
 
-__all__ = ["atomic_output", "check_outputs_free", "output_paths", "publish", "temporary_path"]
+__all__ = ["atomic_output", "check_outputs_free", "output_paths", "publish", "remove_outputs",
+           "temporary_path"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,22 @@ def output_paths(raw_path, outdir):
     if base.endswith(".fits"):
         base = base[:-5]
     return {key: os.path.join(outdir, base + suffix) for key, suffix in SUFFIXES.items()}
+
+
+def remove_outputs(raw_name, outdir, *, temporaries_only=False):
+    """Delete the final and temporary output files of one raw frame in `outdir` (what a run
+    stopped mid-frame may have left), or only the temporaries; return the paths removed."""
+    final = output_paths(raw_name, outdir)
+    base = os.path.basename(final["summary"])[: -len(SUFFIXES["summary"])]
+    paths = [] if temporaries_only else list(final.values())
+    paths += glob.glob(os.path.join(glob.escape(outdir), "." + glob.escape(base) + "-*.tmp*"))
+    removed = []
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+            removed.append(p)
+            log.info("removed %s", p)
+    return removed
 
 
 def check_outputs_free(paths, *, overwrite=False):

@@ -28,7 +28,7 @@ from .tables import FrameInfo, sky_table, zeropoints_table
 from .thumbnail import THUMBNAIL_BIN, bin_image, write_thumbnail
 from .zeropoints import zeropoint_rows, zeropoint_stars
 
-__all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "process_frame"]
+__all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "finish_frame", "process_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -177,14 +177,19 @@ class Reducer:
         """Read one raw frame and its .wcs and reduce it in memory; raise InputError,
         TelescopeMotion (ZPFLAG with --check_tcs_motion) or OutputExistsError."""
         started = time.perf_counter()
+        frame, wcs = self.load(raw_path)
+        return self.reduce_frame(frame, wcs, started=started)
+
+    def load(self, raw_path):
+        """Read and check one raw frame and its .wcs: (`rawio.RawFrame`, astropy WCS); raise
+        as `reduce` does (host work only: threads may load frames ahead of the reduction)."""
         raw_path = os.fspath(raw_path)
         frame = read_raw(raw_path, self.camera)
         if self.options.check_tcs_motion and _truthy(frame.header.get("ZPFLAG")):
             raise TelescopeMotion(f"{raw_path}: ZPFLAG set, the telescope moved during the exposure; skipped")
         obs_night = observing_night(local_datetime(frame.header, raw_path))
         check_outputs_free(self.planned_outputs(raw_path, obs_night).values(), overwrite=self.options.overwrite)
-        wcs = read_wcs(wcs_path_for(raw_path))
-        return self.reduce_frame(frame, wcs, started=started)
+        return frame, read_wcs(wcs_path_for(raw_path))
 
     def reduce_frame(self, frame, wcs, *, started=None):
         """Reduce a frame already in memory (`rawio.RawFrame` and its astropy WCS). The 'read'
@@ -415,9 +420,18 @@ def process_frame(raw_path, reducer, *, redis_settings=None, plot_worker=None):
     Returns (result, paths, telemetry_ok). Telemetry failures are logged, never raised: the
     files are already written by then.
     """
+    result = reducer.reduce(raw_path)
+    paths, telemetry_ok = finish_frame(result, reducer, redis_settings=redis_settings, plot_worker=plot_worker)
+    return result, paths, telemetry_ok
+
+
+def finish_frame(result, reducer, *, redis_settings=None, plot_worker=None):
+    """Write a reduced frame's outputs, then send its telemetry when the options ask for it.
+
+    Returns (paths, telemetry_ok); telemetry failures are logged, never raised.
+    """
     from .telemetry import TelemetryError, send_telemetry, telemetry_record
 
-    result = reducer.reduce(raw_path)
     paths = write_outputs(result, reducer, plot_worker)
     telemetry_ok = True
     if reducer.options.send_redis:
@@ -429,4 +443,4 @@ def process_frame(raw_path, reducer, *, redis_settings=None, plot_worker=None):
         except TelemetryError as exc:
             log.error("%s", exc)
             telemetry_ok = False
-    return result, paths, telemetry_ok
+    return paths, telemetry_ok

@@ -10,10 +10,8 @@ queue and deliver its telemetry, write its files, record its outcome in the ledg
 """
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import glob
 import logging
 import os
@@ -26,8 +24,8 @@ from dataclasses import dataclass
 from . import __version__
 from .camera import EL_NINO
 from .errors import InputError, OutputExistsError, PCError, TelescopeMotion
-from .ledger import Ledger
-from .outputs import SUFFIXES
+from .ledger import Ledger, lock_directory
+from .outputs import remove_outputs
 from .watch import BAD, READY, WAIT, DirectoryWatcher, inspect_frame
 
 __all__ = ["ServiceOptions", "RealtimeService", "build_parser", "parse_args", "options_from_args",
@@ -106,12 +104,7 @@ class RealtimeService:
         self.camera = camera
         self.outdir = os.path.abspath(run_options.outdir)
         os.makedirs(self.outdir, exist_ok=True)
-        self._lock = open(os.path.join(self.outdir, LOCK_NAME), "a")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock.close()
-            raise InputError(self.outdir, "another pc-realtime is already writing here") from None
+        self._lock = lock_directory(self.outdir, LOCK_NAME, "pc-realtime")
         self.ledger = Ledger(os.path.join(self.outdir, LEDGER_NAME))
         self.reducer = Reducer(run_options, camera=camera, meta_dir=meta_dir, gaia_dir=gaia_dir,
                                backend=backend)
@@ -153,19 +146,9 @@ class RealtimeService:
 
     def _remove_outputs(self, name):
         """Delete the final and temporary output files of one frame; return their paths."""
-        base = name[:-5] if name.endswith(".fits") else name
         dirs = [self.outdir] + [d for d in glob.glob(os.path.join(glob.escape(self.outdir), "*"))
                                 if os.path.isdir(d)]
-        removed = []
-        for d in dirs:
-            paths = [os.path.join(d, base + suffix) for suffix in SUFFIXES.values()]
-            paths += glob.glob(os.path.join(glob.escape(d), "." + glob.escape(base) + "-*.tmp*"))
-            for p in paths:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(p)
-                    removed.append(p)
-                    log.info("removed %s", p)
-        return removed
+        return [p for d in dirs for p in remove_outputs(name, d)]
 
     def process(self, raw_path, *, ready_time=None):
         """Reduce one frame, deliver its telemetry, write its files, record the outcome.
@@ -429,7 +412,7 @@ def _signature(path):
 
 def build_parser():
     """The pc-realtime parser: its own flags, then every pc-proc reduction flag."""
-    from .cli import build_parser as proc_parser
+    from .cli import add_reduction_arguments, add_test_camera_arguments
 
     p = argparse.ArgumentParser(
         prog="pc-realtime",
@@ -467,13 +450,8 @@ def build_parser():
     g.add_argument("--report_interval", type=float, default=5.0,
                    help="least time between two report rebuilds, s (default 5)")
     g.add_argument("--veto_list", help="file of raw file names (or paths), one a line, never to reduce")
-    # testing only: a smaller detector (the simulator's fast frames)
-    g.add_argument("--camera_nx", type=int, help=argparse.SUPPRESS)
-    g.add_argument("--camera_ny", type=int, help=argparse.SUPPRESS)
-    reduction = p.add_argument_group("reduction (as pc-proc; some are already the default here)")
-    for action in proc_parser()._actions:
-        if action.dest not in ("help", "fname_in", "outdir"):
-            reduction._add_action(action)
+    add_test_camera_arguments(g)
+    add_reduction_arguments(p.add_argument_group("reduction (as pc-proc; some are already the default here)"))
     return p
 
 
@@ -524,7 +502,7 @@ class _Redact(logging.Filter):
 
 def main(argv=None):
     """Entry point of `pc-realtime`; returns the exit status."""
-    from .cli import configure_logging
+    from .cli import camera_from_args, configure_logging
 
     args = parse_args(argv)
     configure_logging(args.verbose, args.quiet)
@@ -541,9 +519,7 @@ def main(argv=None):
         if secret:
             for handler in logging.getLogger().handlers:
                 handler.addFilter(_Redact(secret))
-        camera = EL_NINO
-        if args.camera_nx or args.camera_ny:
-            camera = camera.with_(nx=args.camera_nx or camera.nx, ny=args.camera_ny or camera.ny)
+        camera = camera_from_args(args)
         service = RealtimeService(run, service_options, camera=camera, meta_dir=args.meta_dir,
                                   gaia_dir=args.gaia_dir, redis_settings=settings)
         if args.report:
