@@ -341,7 +341,8 @@ def test_dask_local_cluster_with_a_worker_killed_mid_run(archive, tmp_path):
 
 def test_gpu_engine_in_cuda_simulator_matches_cpu(tmp_path, sim_gaia_dir):
     """--device gpu under NUMBA_ENABLE_CUDASIM=1 (tiny frames): reads ahead and writes behind on
-    host threads, and every summary equals the CPU path's within the kernels' tolerances."""
+    host threads, reduces frames in batches, and every summary equals the CPU path's within the
+    kernels' tolerances."""
     from pc_gpu.sim.night import simulate_night
     from test_gpu_path import assert_same_summary, reduce_to
 
@@ -351,13 +352,16 @@ def test_gpu_engine_in_cuda_simulator_matches_cpu(tmp_path, sim_gaia_dir):
     outdir = tmp_path / "gpu"
     cmd = [sys.executable, "-m", "pc_gpu.archive", os.path.dirname(night.raw[0]), "--outdir", str(outdir),
            "--meta_dir", night.meta_dir, "--gaia_dir", sim_gaia_dir, "--camera_nx", "240", "--camera_ny", "180",
-           "--device", "gpu", "--max_n_stars", "25", "--io_threads", "2", "--chunk_size", "2", "--progress", "log"]
+           "--device", "gpu", "--max_n_stars", "25", "--io_threads", "2", "--chunk_size", "2", "--gpu_batch", "2",
+           "--progress", "log"]
     proc = subprocess.run(cmd, env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"), capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "gpu engine" in proc.stderr
     finals = final_counts(outdir)
     assert [finals[os.path.basename(r)][0]["event"] for r in night.raw] == ["done"] * 3
+    # chunks of 2 and 1 frames: the first two reduced together (one star-kernel launch)
+    assert sorted(finals[os.path.basename(r)][0]["batch"] for r in night.raw) == [1, 2, 2]
     for raw in night.raw:
         cpu_summary, _ = reduce_to(tmp_path / "cpu", raw, night.meta_dir, sim_gaia_dir, camera, "cpu")
         gpu_summary = next(p for p in finals[os.path.basename(raw)][0]["outputs"] if p.endswith("-summary.fits"))

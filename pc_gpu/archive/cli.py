@@ -57,6 +57,9 @@ def build_parser():
                    help="GPU engine: host threads reading ahead and writing behind (default 4)")
     g.add_argument("--write_detrended", action="store_true", help="also write -detrended.fits")
     g.add_argument("--no_nightly_subdir", action="store_true", help="outputs directly in OUTDIR")
+    g.add_argument("--no_thumbnail", action="store_true", help="do not write RAW-thumb.jpg previews (for pc-report)")
+    g.add_argument("--gpu_batch", type=int, default=8, metavar="N",
+                   help="GPU engine: frames reduced together, their stars in one kernel launch (default 8)")
     g.add_argument("--progress", choices=("auto", "bar", "log"), default="auto",
                    help="tqdm bar or log lines every ~10 s (auto: a bar on a terminal)")
     add_test_camera_arguments(g)
@@ -70,7 +73,7 @@ def options_from_args(args):
 
     run = proc_options(args)
     return dataclasses.replace(run, write_detrended=args.write_detrended,
-                               nightly_subdir=not args.no_nightly_subdir)
+                               nightly_subdir=not args.no_nightly_subdir, thumbnail=not args.no_thumbnail)
 
 
 def _check_args(args):
@@ -78,7 +81,7 @@ def _check_args(args):
 
     if not args.inputs and not args.file_list:
         raise InputError(None, "give INPUT directories, files or globs, or --file-list")
-    for name in ("limit", "workers", "chunk_size", "io_threads"):
+    for name in ("limit", "workers", "chunk_size", "io_threads", "gpu_batch"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(None, f"--{name} must be at least 1, not {value}")
@@ -143,7 +146,7 @@ def main(argv=None):
             if kind == "dask":
                 return DaskEngine(args.scheduler, workers)
             if kind == "gpu":
-                return GpuEngine(args.io_threads)
+                return GpuEngine(args.io_threads, args.gpu_batch)
             return LocalEngine(workers)
 
         bar = None if args.progress == "auto" else args.progress == "bar"

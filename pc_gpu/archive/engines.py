@@ -55,17 +55,20 @@ class LocalEngine:
 
 
 class GpuEngine:
-    """This process reduces on the GPU; `io_threads` host threads read ahead and write behind."""
+    """This process reduces on the GPU; `io_threads` host threads read ahead and write behind;
+    `batch` frames are reduced together (their stars in one kernel launch)."""
 
     name = "gpu"
 
-    def __init__(self, io_threads=4):
+    def __init__(self, io_threads=4, batch=8):
         self.io_threads = io_threads
+        self.batch = batch
         self.max_inflight = 2
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pc-gpu")
 
     def submit(self, paths, spec):
-        return self.pool.submit(reduce_chunk, paths, dataclasses.replace(spec, io_threads=self.io_threads))
+        return self.pool.submit(reduce_chunk, paths, dataclasses.replace(spec, io_threads=self.io_threads,
+                                                                         batch=self.batch))
 
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)

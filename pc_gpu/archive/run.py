@@ -158,7 +158,7 @@ class _Run:
             night = o.get("night") or (frame.night if frame else None)
             fields = {"frame": o["frame"], "reason": o["reason"], "path": o["path"], "night": night,
                       "local_time": frame.local_time if frame else None}
-            for key in ("outputs", "seconds", "load_s", "stages_ms", "write_s"):
+            for key in ("outputs", "seconds", "load_s", "stages_ms", "write_s", "batch"):
                 if key in o:
                     fields[key] = o[key]
             events.append((o["event"], fields))

@@ -4,7 +4,7 @@
 GPU engine's process alike. Each process keeps one warm `Reducer` per `TaskSpec`. With
 ``spec.io_threads > 0`` host threads read and decode the next frames while the current one is
 reduced, and write finished frames while the next ones compute (the GPU engine's pipeline);
-the reduction itself is the single call `reduce_loaded`.
+``spec.batch`` frames are reduced together, their stars in one kernel launch (`reduce_loaded`).
 """
 
 import collections
@@ -39,7 +39,8 @@ class TaskSpec:
     options : RunOptions (the task's reducer replaces outputs: the driver has already refused
     frames whose outputs exist, so any it finds were left by an earlier attempt of this task);
     camera : Camera; meta_dir, gaia_dir : calibration and Gaia chunk directories;
-    io_threads : host threads reading ahead and writing behind (0: one frame at a time).
+    io_threads : host threads reading ahead and writing behind (0: one frame at a time);
+    batch : with io_threads, frames reduced together (`Reducer.reduce_frames`).
     """
 
     options: RunOptions
@@ -47,6 +48,7 @@ class TaskSpec:
     meta_dir: str | None = None
     gaia_dir: str | None = None
     io_threads: int = 0
+    batch: int = 1
 
 
 def reducer_for(spec):
@@ -60,10 +62,21 @@ def reducer_for(spec):
 
 
 def reduce_loaded(reducer, loaded):
-    """Reduce one frame already read: `loaded` is `Reducer.load`'s (frame, wcs). The GPU
-    engine's unit of device work (a batched version would take several)."""
-    frame, wcs = loaded
-    return reducer.reduce_frame(frame, wcs)
+    """Reduce frames already read (`Reducer.load`'s (frame, wcs) each) together, their stars in
+    one kernel launch (`Reducer.reduce_frames`); if that fails, each frame alone, so that a bad
+    frame fails only itself. Returns, per frame, its FrameResult or the exception it raised."""
+    try:
+        return reducer.reduce_frames(*zip(*loaded))
+    except Exception as exc:
+        if len(loaded) == 1:
+            return [exc]
+    results = []
+    for frame, wcs in loaded:
+        try:
+            results.append(reducer.reduce_frame(frame, wcs))
+        except Exception as exc:  # recorded with its reason by the caller
+            results.append(exc)
+    return results
 
 
 def _outcome(path, event, reason="", **fields):
@@ -127,8 +140,9 @@ def reduce_chunk(paths, spec):
     outputs could not be written: the chunk ends there) and reason; a done frame also has
     night, outputs, seconds (from the start of its read to the end of its writes), load_s
     (reading and decoding), stages_ms (`Reducer` stage timings), write_s, and rows
-    (`season.rows_from_tables`). Frames after a `STOPPED` one are not attempted (with
-    read-ahead, those already in flight are finished).
+    (`season.rows_from_tables`); with io_threads, batch (how many frames were reduced together).
+    Frames after a `STOPPED` one are not attempted (with read-ahead, those already in flight
+    are finished).
     """
     reducer = reducer_for(spec)
     redis_settings = None
@@ -150,11 +164,12 @@ def reduce_chunk(paths, spec):
             if outcomes[-1]["event"] == STOPPED:
                 break
         return outcomes
-    return _pipelined(paths, reducer, redis_settings, spec.io_threads)
+    return _pipelined(paths, reducer, redis_settings, spec.io_threads, max(1, spec.batch))
 
 
-def _pipelined(paths, reducer, redis_settings, io_threads):
-    """`reduce_chunk` with reads ahead and writes behind on host threads."""
+def _pipelined(paths, reducer, redis_settings, io_threads, batch):
+    """`reduce_chunk` with reads ahead and writes behind on host threads, `batch` frames
+    reduced together."""
     outcomes = [None] * len(paths)
     with concurrent.futures.ThreadPoolExecutor(io_threads, thread_name_prefix="pc-read") as readers, \
             concurrent.futures.ThreadPoolExecutor(io_threads, thread_name_prefix="pc-write") as writers:
@@ -171,22 +186,30 @@ def _pipelined(paths, reducer, redis_settings, io_threads):
                 loads.append((i, path, time.perf_counter(), readers.submit(timed_load, path)))
                 return
 
-        for _ in range(2 * io_threads):
+        for _ in range(max(2 * io_threads, 2 * batch)):
             read_next()
         while loads:
-            i, path, started, future = loads.popleft()
-            read_next()
-            try:
-                loaded, load_s = future.result()
-                result = reduce_loaded(reducer, loaded)
-            except Exception as exc:  # recorded with its reason; the chunk goes on
-                outcomes[i] = _failure(path, exc)
-                continue
-            writes.append((i, writers.submit(_finish, path, result, reducer, redis_settings, started, load_s)))
-            if any(f.done() and f.result()["event"] == STOPPED for _, f in writes):
+            group = []
+            while loads and len(group) < batch:
+                i, path, started, future = loads.popleft()
+                read_next()
+                try:
+                    loaded, load_s = future.result()
+                except Exception as exc:  # recorded with its reason; the chunk goes on
+                    outcomes[i] = _failure(path, exc)
+                    continue
+                group.append((i, path, started, load_s, loaded))
+            results = reduce_loaded(reducer, [g[4] for g in group]) if group else []
+            for (i, path, started, load_s, _), result in zip(group, results):
+                if isinstance(result, Exception):
+                    outcomes[i] = _failure(path, result)
+                    continue
+                future = writers.submit(_finish, path, result, reducer, redis_settings, started, load_s)
+                writes.append((i, future, len(group)))
+            if any(f.done() and f.result()["event"] == STOPPED for _, f, _ in writes):
                 break
         for _, _, _, future in loads:
             future.cancel()
-        for i, future in writes:
-            outcomes[i] = future.result()
+        for i, future, together in writes:
+            outcomes[i] = dict(future.result(), batch=together)
     return [o for o in outcomes if o is not None]
