@@ -12,8 +12,9 @@ times, start-up excluded). CPU mode runs: the local pool with the archive defaul
 zp.png) and with --skip_checkplot; 1 vs 2 workers (scaling efficiency); a Dask LocalCluster
 with as many workers; and resident memory of each pool worker, sampled from /proc, over the
 first and the last 50 frames. The peer, in the same process: a loop of `pc-proc` commands on a
-few frames (what a user had before). GPU mode: the GPU engine with --skip_checkplot, and where
-each frame's time goes (read/decode on host threads, each device stage, writes).
+few frames (what a user had before). GPU mode: the GPU engine with summaries only, 1, 8 and 16
+frames per batch (--gpu_batch), and where each frame's time goes (read/decode on host threads,
+each device stage, writes).
 """
 
 import argparse
@@ -175,9 +176,11 @@ def main(argv=None):
         problem = gpu_problem()
         if problem is not None:
             raise SystemExit(f"no usable GPU: {problem}")
-        med = measure(archive, "GPU engine, summaries only", ["--device", "gpu", "--skip_checkplot"], args.frames,
-                      args.repeats)
-        print("median per frame (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in med["stages_ms"].items()))
+        for batch in (1, 8, 16):
+            med = measure(archive, f"GPU engine, summaries only, {batch} frame(s) per batch",
+                          ["--device", "gpu", "--skip_checkplot", "--no_thumbnail", "--gpu_batch", str(batch)],
+                          args.frames, args.repeats)
+            print("median per frame (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in med["stages_ms"].items()))
         print("target: >= 300 frames/s on one H100/H200 (summaries only)")
         return 0
     cpu = ["--device", "cpu"]

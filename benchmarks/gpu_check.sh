@@ -33,7 +33,7 @@ $py benchmarks/bench_pipeline.py --device gpu --repeat 5 --batch 40 || status=1
 
 if [ -f benchmarks/bench_archive.py ]; then
     step "archive: the GPU engine"
-    $py benchmarks/bench_archive.py --device gpu || status=1
+    $py benchmarks/bench_archive.py --device gpu --frames 96 --repeats 2 || status=1
 fi
 step "done (status $status)"
 exit $status
