@@ -61,7 +61,7 @@ class Backend:
     name: str
     xp: object
     kernels: object
-    _staging: _PinnedStaging = field(default_factory=lambda: _PinnedStaging(), repr=False, compare=False)
+    _staging: _PinnedStaging = field(default_factory=_PinnedStaging, repr=False, compare=False)
 
     @property
     def is_gpu(self):
