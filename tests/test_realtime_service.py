@@ -1,0 +1,190 @@
+"""The realtime service's behaviours, each run with and without the condition or flag that
+causes it: a retry after a failed write (telemetry once), the veto list, the incomplete-file
+timeout, the lock, giving up after repeated crashes, --pattern, the realtime flags' effects on
+outputs, telemetry and ledger, and SIGINT with a frame in hand (a real process)."""
+
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import fitsio
+import pytest
+
+from pc_gpu.errors import InputError
+from pc_gpu.realtime import LEDGER_NAME, RealtimeService, ServiceOptions, main, options_from_args, parse_args
+from pc_gpu.sim import make_demo_field
+from pc_gpu.telemetry import RedisSettings
+from realtime_helpers import (KEY, SLEW_AFTER, check_telemetry, drop, make_service, outcomes, read_ledger,
+                              realtime_options, start_service, wait_for)
+
+NIGHT_DIR = "20210611"
+
+
+def names(night, indices):
+    return [os.path.basename(night.raw[i]) for i in indices]
+
+
+def final_events(tmp_path):
+    return {e["frame"]: e for e in outcomes(read_ledger(str(tmp_path / "out")))}
+
+
+def test_retry_after_failed_write_sends_telemetry_once(tmp_path, night, small_camera, cpu, redis_server,
+                                                       redis_client):
+    """Telemetry goes out before the files; when the files then fail to write (here the night
+    directory cannot be made: a file has its name) the frame fails, and when it is taken up
+    again (the file is touched once the problem is fixed) its record is not added again."""
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server)
+    watchdir = svc.service_options.watchdir
+    blocker = tmp_path / "out" / NIGHT_DIR
+    blocker.write_bytes(b"not a directory")
+    first, second = names(night, (0, 1))
+    try:
+        drop(night, 0, watchdir)
+        assert svc.poll_once() == (1, 0)
+        failed = svc.ledger.outcome(first)
+        assert failed["event"] == "failed" and "outputs not written" in failed["reason"]
+        assert [f["frame"] for _, f in redis_client.xrange(f"{KEY}:history")] == [first]
+        assert svc.poll_once() == (0, 0)   # not retried while the file is unchanged
+        blocker.unlink()
+        st = os.stat(os.path.join(watchdir, first))
+        os.utime(os.path.join(watchdir, first), ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        drop(night, 1, watchdir)
+        assert svc.poll_once() == (2, 0)
+    finally:
+        svc.close()
+    events = read_ledger(str(tmp_path / "out"))
+    assert [(e["frame"], e["event"]) for e in outcomes(events)] == [(first, "failed"), (first, "done"),
+                                                                     (second, "done")]
+    starts = [e for e in events if e["event"] == "start" and e["frame"] == first]
+    assert len(starts) == 2 and starts[0]["seq"] == starts[1]["seq"]
+    assert starts[0]["stream_id"] == starts[1]["stream_id"]
+    check_telemetry(redis_client, str(tmp_path / "out"), n_done=2)   # each frame once, in order
+
+
+def test_veto_list(tmp_path, night, small_camera, cpu, redis_server, redis_client):
+    """Vetoed frames are never reduced (nor recorded); without the veto they are."""
+    vetoed, kept = names(night, (1, 0))
+    (tmp_path / "watch").mkdir()
+    veto_file = tmp_path / "veto.txt"
+    veto_file.write_text(f"\n/somewhere/else/{vetoed}\n  \n")
+    args = parse_args([str(tmp_path / "watch"), "--outdir", str(tmp_path / "out"), "--veto_list", str(veto_file)])
+    veto = options_from_args(args)[1].veto
+    assert veto == frozenset({vetoed})
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server, veto=veto)
+    try:
+        for i in (0, 1):
+            drop(night, i, svc.service_options.watchdir)
+        assert svc.poll_once() == (1, 0)
+        assert svc.poll_once() == (0, 0)
+    finally:
+        svc.close()
+    assert list(final_events(tmp_path)) == [kept]
+    assert not [f for f in os.listdir(tmp_path / "out" / NIGHT_DIR) if f.startswith(vetoed[:-5])]
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server)   # no veto now
+    try:
+        assert svc.poll_once() == (1, 0)
+    finally:
+        svc.close()
+    assert final_events(tmp_path)[vetoed]["event"] == "done"
+    with pytest.raises(InputError, match="cannot read the veto list"):
+        options_from_args(parse_args([str(tmp_path), "--outdir", "o", "--veto_list", str(tmp_path / "none")]))
+
+
+def test_incomplete_file_timeout(tmp_path, night, small_camera, cpu, redis_server, redis_client):
+    """A frame whose file stopped growing short of its size waits; past --incomplete_timeout
+    it is tried anyway (and fails, naming the problem); with the default timeout it waits on."""
+    data = Path(night.raw[0]).read_bytes()
+    name = names(night, (0,))[0]
+    results = {}
+    for timeout in (0.2, 60.0):
+        base = tmp_path / str(timeout)
+        base.mkdir()
+        svc = make_service(base, night, small_camera, cpu, redis_server, incomplete_timeout_s=timeout)
+        watchdir = svc.service_options.watchdir
+        try:
+            drop(night, 0, watchdir)
+            with open(os.path.join(watchdir, name), "wb") as fh:
+                fh.write(data[: len(data) // 2])
+            assert svc.poll_once() == (0, 1)
+            time.sleep(0.3)
+            results[timeout] = svc.poll_once()
+        finally:
+            svc.close()
+    assert results == {0.2: (1, 0), 60.0: (0, 1)}
+    failed = final_events(tmp_path / "0.2")[name]
+    assert failed["event"] == "failed" and failed["size"] == len(data) // 2
+    assert not (tmp_path / "60.0" / "out" / NIGHT_DIR).exists()
+
+
+def test_lock_against_a_second_service(tmp_path, night, small_camera, cpu, redis_server, redis_client, caplog):
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server)
+    try:
+        with pytest.raises(InputError, match="another pc-realtime is already writing here"):
+            make_service(tmp_path, night, small_camera, cpu, redis_server)
+        with caplog.at_level(logging.ERROR):
+            assert main([str(tmp_path / "watch"), "--outdir", str(tmp_path / "out"), "--dont_send_redis"]) == 1
+        assert "another pc-realtime" in caplog.text and str(tmp_path / "out") in caplog.text
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+        make_service(other, night, small_camera, cpu, redis_server).close()   # another OUTDIR is free
+    finally:
+        svc.close()
+    make_service(tmp_path, night, small_camera, cpu, redis_server).close()   # released on close
+
+
+def _crash_with_frame_in_hand(tmp_path, night, small_camera, cpu, redis_server, name):
+    """A service that takes `name` up and stops abruptly (no outcome recorded)."""
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server)
+    previous = svc.ledger.in_hand.get(name)
+    seq, sid = (previous["seq"], previous["stream_id"]) if previous else svc.ledger.next_ids(time.time() * 1000)
+    svc.ledger.append("start", frame=name, seq=seq, stream_id=sid,
+                      path=os.path.join(svc.service_options.watchdir, name))
+    svc.ledger.close()
+    svc._lock.close()
+    if svc.publisher is not None:
+        svc.publisher.close()
+
+
+@pytest.mark.parametrize("crashes", [2, 3])
+def test_frame_given_up_after_three_crashes(tmp_path, night, small_camera, cpu, redis_server, redis_client,
+                                            crashes):
+    (tmp_path / "watch").mkdir()
+    name = drop(night, 0, tmp_path / "watch")
+    for _ in range(crashes):
+        _crash_with_frame_in_hand(tmp_path, night, small_camera, cpu, redis_server, name)
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server)
+    try:
+        polls = [svc.poll_once(), svc.poll_once()]
+    finally:
+        svc.close()
+    final = final_events(tmp_path)[name]
+    if crashes < 3:
+        assert polls == [(1, 0), (0, 0)] and final["event"] == "done"
+    else:   # given up, and not taken up again while the file is unchanged
+        assert polls == [(0, 0), (0, 0)] and final["event"] == "failed"
+        assert "stopped 3 times" in final["reason"]
+        assert redis_client.xlen(f"{KEY}:history") == 0
+
+
+def test_pattern(tmp_path, night, small_camera, cpu, redis_server, redis_client):
+    first, second = names(night, (0, 1))
+    assert options_from_args(parse_args([str(tmp_path), "--outdir", "o", "--pattern", "*1.fits"]))[1].pattern == "*1.fits"
+    pattern = "*" + second[-16:]   # '*.00002_20000.fits': only the second frame matches
+    assert not first.endswith(second[-16:])
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server, pattern=pattern)
+    try:
+        for i in (0, 1):
+            drop(night, i, svc.service_options.watchdir)
+        assert svc.poll_once() == (1, 0)
+    finally:
+        svc.close()
+    assert list(final_events(tmp_path)) == [second]
+    svc = make_service(tmp_path, night, small_camera, cpu, redis_server)   # the default *.fits
+    try:
+        assert svc.poll_once() == (1, 0)
+    finally:
+        svc.close()
+    assert list(final_events(tmp_path)) == [second, first]
