@@ -286,31 +286,31 @@ def test_password_never_logged_and_redis_errors_do_not_stop_frames(tmp_path, nig
 # --- the real service process --------------------------------------------------------------------
 
 def test_service_process_sigkill_restart_sigterm(tmp_path, night, redis_server, redis_client):
+    """A real service process: frames picked up through filesystem events (the scan interval is
+    600 s), SIGKILL while a frame is in hand (held there by the test-only hold point, after its
+    telemetry and before its files), a restart that polls only, then SIGTERM."""
     (tmp_path / "watch").mkdir()
     watchdir = str(tmp_path / "watch")
-    proc = start_service(tmp_path, night, redis_server)
+    hold = tmp_path / "hold"
+    proc = start_service(tmp_path, night, redis_server, "--poll_seconds", "600", env={"PC_GPU_TEST_HOLD": str(hold)})
+    killed = os.path.basename(night.raw[12])
     try:
         wait_for(lambda: redis_client.hget(f"{KEY}:heartbeat", "state") == "running", 120,
                  "the service to start", proc)
         for i in range(12):
-            drop(night, i, watchdir)
+            name = drop(night, i, watchdir)
+            wait_for(lambda: hold.exists() and hold.read_text() == name, 30, f"frame {i} in hand", proc)
+            hold.unlink()
             wait_for(lambda: n_outcomes(tmp_path) == i + 1, 30, f"frame {i}", proc)
-        # kill it with a frame in hand if we can catch one, else between frames
         for i in range(12, 15):
             drop(night, i, watchdir)
-        ledger = tmp_path / "out" / LEDGER_NAME
-
-        def in_hand():
-            lines = ledger.read_text().splitlines()
-            return lines and '"event":"start"' in lines[-1]
-        try:
-            wait_for(in_hand, 10, "a frame in hand")
-        except AssertionError:
-            pass
+        wait_for(lambda: hold.exists() and hold.read_text() == killed, 30, "frame 12 in hand", proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+        assert n_outcomes(tmp_path) == 12
         for i in range(15, 18):
             drop(night, i, watchdir)   # frames landing while the service is down
+        hold.unlink()
         proc = start_service(tmp_path, night, redis_server, "--no_events")
         wait_for(lambda: n_outcomes(tmp_path) == 18, 120, "the backlog after the restart", proc)
         for i in range(18, N_FRAMES):
@@ -326,6 +326,11 @@ def test_service_process_sigkill_restart_sigterm(tmp_path, night, redis_server, 
     events = read_ledger(str(tmp_path / "out"))
     final = outcomes(events)
     assert sorted(e["frame"] for e in final) == sorted(os.path.basename(p) for p in night.raw)  # each once
+    # the killed frame: its telemetry was delivered before the kill; taken up again with the same
+    # IDs after the restart; in the stream once (check_telemetry below)
+    mine = [e for e in events if e.get("frame") == killed]
+    assert [e["event"] for e in mine] == ["start", "telemetry", "delivered", "start", "done"]
+    assert mine[0]["seq"] == mine[3]["seq"] and mine[0]["stream_id"] == mine[3]["stream_id"]
     assert [e["event"] for e in final].count("done") == N_FRAMES - 1
     check_telemetry(redis_client, str(tmp_path / "out"), n_done=N_FRAMES - 1)
     assert redis_client.hget(f"{KEY}:heartbeat", "state") == "stopped"

@@ -188,3 +188,153 @@ def test_pattern(tmp_path, night, small_camera, cpu, redis_server, redis_client)
     finally:
         svc.close()
     assert list(final_events(tmp_path)) == [second, first]
+
+
+def _summary_tables(path):
+    with fitsio.FITS(path) as f:
+        return f["CATALOG"].read(), f["ZEROPOINTS"].read()
+
+
+def test_realtime_flags_change_outputs_telemetry_and_ledger(tmp_path, night, small_camera, cpu, redis_server,
+                                                            redis_client):
+    """The realtime defaults against each flag that turns one off, over a tracked frame and the
+    frame after the slew (ZPFLAG = 1)."""
+    frames = (SLEW_AFTER - 1, SLEW_AFTER)
+    flags = ["--write_detrended", "--no_nightly_subdir", "--all_apers", "--no_check_tcs_motion",
+             "--dont_send_redis", "--no_max_zp_radius"]
+    runs = {}
+    for label, extra in (("defaults", []), ("flags", flags)):
+        base = tmp_path / label
+        (base / "watch").mkdir(parents=True)
+        run, service_options = options_from_args(parse_args(
+            [str(base / "watch"), "--outdir", str(base / "out"), "--device", "cpu", "--no_events", *extra]))
+        svc = RealtimeService(run, service_options, camera=small_camera, meta_dir=night.meta_dir,
+                              gaia_dir=night.gaia_dir, backend=cpu,
+                              redis_settings=RedisSettings(host="127.0.0.1", port=redis_server.port, key=label))
+        try:
+            for i in frames:
+                drop(night, i, str(base / "watch"))
+            assert svc.poll_once() == (2, 0)
+        finally:
+            svc.close()
+        runs[label] = final_events(base)
+    tracked, moved = names(night, frames)
+    stem = tracked[:-5]
+    # --no_check_tcs_motion: the frame after the slew is reduced instead of skipped
+    assert runs["defaults"][moved]["event"] == "skipped" and "ZPFLAG" in runs["defaults"][moved]["reason"]
+    assert runs["flags"][moved]["event"] == "done"
+    # --no_nightly_subdir and --write_detrended: where the files go and which
+    night_dir = tmp_path / "defaults" / "out" / NIGHT_DIR
+    assert sorted(os.listdir(night_dir)) == [f"{stem}-summary.fits", f"{stem}-zp.png"]
+    flat = tmp_path / "flags" / "out"
+    assert {f"{stem}-summary.fits", f"{stem}-zp.png", f"{stem}-detrended.fits"} <= set(os.listdir(flat))
+    assert not (flat / NIGHT_DIR).exists()
+    assert fitsio.read(flat / f"{stem}-detrended.fits").shape == small_camera.shape
+    # --all_apers: 7 apertures in the catalogue and the zeropoints instead of the 2.5 pix one
+    cat_default, zp_default = _summary_tables(night_dir / f"{stem}-summary.fits")
+    cat_flags, zp_flags = _summary_tables(flat / f"{stem}-summary.fits")
+    assert set(zp_default["aper_ind"]) == {0} and set(zp_flags["aper_ind"]) == set(range(7))
+    assert cat_default["flux_adu"].shape[1:] in ((), (1,)) and cat_flags["flux_adu"].shape[1:] == (7,)
+    # the one aperture is the standard 2.5 pix one: its zeropoint equals aperture 1 of all seven
+    assert zp_default[zp_default["quadrant"] == 0]["zp_adu_per_s"][0] == pytest.approx(
+        zp_flags[(zp_flags["quadrant"] == 0) & (zp_flags["aper_ind"] == 1)]["zp_adu_per_s"][0], abs=1e-6)
+    # --no_max_zp_radius: recorded (the radius cut itself is tested on a wide frame below)
+    assert set(zp_default["max_zp_radius"]) == {1200} and set(zp_flags["max_zp_radius"]) == {99999}
+    # --dont_send_redis: telemetry for the defaults only; no telemetry events in the ledger
+    assert redis_client.xlen("defaults:history") == 1 and redis_client.exists("defaults:heartbeat")
+    assert not redis_client.keys("flags*")
+    assert not [e for e in read_ledger(str(flat)) if e["event"] in ("telemetry", "delivered")]
+
+
+@pytest.fixture(scope="module")
+def wide_field(tmp_path_factory, sim_gaia_dir):
+    """A 2600 x 64 pixel frame: stars out to 1300 pix from the centre, cheap to simulate."""
+    from pc_gpu.camera import EL_NINO
+
+    camera = EL_NINO.with_(nx=2600, ny=64)
+    return make_demo_field(tmp_path_factory.mktemp("wide"), seed=3, gaia_dir=sim_gaia_dir, camera=camera), camera
+
+
+def test_max_zp_radius_default_and_no_max_zp_radius(tmp_path, wide_field, cpu):
+    """Realtime uses only stars within 1200 pix for zeropoints unless --no_max_zp_radius."""
+    field, camera = wide_field
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    for path in (field.raw, field.wcs):
+        os.symlink(path, watch / os.path.basename(path))
+    counts = {}
+    for label, extra in (("defaults", []), ("flags", ["--no_max_zp_radius"])):
+        run, service_options = options_from_args(parse_args(
+            [str(watch), "--outdir", str(tmp_path / label), "--device", "cpu", "--no_events", "--dont_send_redis",
+             "--no_nightly_subdir", *extra]))
+        svc = RealtimeService(run, service_options, camera=camera, meta_dir=field.meta_dir,
+                              gaia_dir=field.gaia_dir, backend=cpu)
+        try:
+            assert svc.poll_once() == (1, 0)
+        finally:
+            svc.close()
+        summary = tmp_path / label / os.path.basename(field.raw).replace(".fits", "-summary.fits")
+        cat, zps = _summary_tables(summary)
+        far = cat["radius_pix"] > 1200
+        assert far.sum() >= 5
+        expected = far if label == "defaults" else 0 * far
+        assert (cat["radius_too_large"].astype(bool) == expected.astype(bool)).all(), label
+        counts[label] = zps[(zps["quadrant"] == 0) & (zps["science_fov_only"] == 0)]["n_sources_for_zp"][0]
+    assert counts["flags"] > counts["defaults"]
+
+
+def test_redis_timeout(tmp_path, night, small_camera, cpu, caplog):
+    """--redis_timeout reaches the client: a server that accepts and never answers costs that
+    long, the frame is still written and its record waits in the ledger."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        (tmp_path / "watch").mkdir()
+        run, service_options = options_from_args(parse_args(
+            [str(tmp_path / "watch"), "--outdir", str(tmp_path / "out"), "--device", "cpu", "--no_events",
+             "--redis_timeout", "0.2"]))
+        settings = RedisSettings(host="127.0.0.1", port=silent.getsockname()[1], key=KEY)
+        svc = RealtimeService(run, service_options, camera=small_camera, meta_dir=night.meta_dir,
+                              gaia_dir=night.gaia_dir, backend=cpu, redis_settings=settings)
+        try:
+            assert svc.publisher.client.connection_pool.connection_kwargs["socket_timeout"] == 0.2
+            drop(night, 0, str(tmp_path / "watch"))
+            with caplog.at_level(logging.WARNING):
+                assert svc.poll_once() == (1, 0)
+            assert svc.publisher.n_pending == 1
+        finally:
+            svc.publisher.close()
+            svc.publisher = None   # closing would wait for the silent server again
+            svc.close()
+    assert "Timeout" in caplog.text
+    done = final_events(tmp_path)[names(night, (0,))[0]]
+    assert done["event"] == "done" and done["telemetry_queued"]
+
+
+def test_sigint_finishes_the_frame_in_hand(tmp_path, night, redis_server, redis_client):
+    """SIGINT arrives while a frame is in hand (held there by the test-only hold point): that
+    frame is finished, the next one is left for later, the service exits 0."""
+    (tmp_path / "watch").mkdir()
+    for i in (0, 1):
+        drop(night, i, str(tmp_path / "watch"))
+    hold = tmp_path / "hold"
+    proc = start_service(tmp_path, night, redis_server, "--no_events", "--poll_seconds", "600",
+                         env={"PC_GPU_TEST_HOLD": str(hold)})
+    first = names(night, (0,))[0]
+    try:
+        wait_for(lambda: hold.exists() and hold.read_text() == first, 120, "a frame in hand", proc)
+        proc.send_signal(signal.SIGINT)
+        log = tmp_path / "service.log"
+        wait_for(lambda: "SIGINT: finishing the frame in hand" in log.read_text(), 30, "the signal", proc)
+        hold.unlink()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert list(final_events(tmp_path)) == [first] and final_events(tmp_path)[first]["event"] == "done"
+    check_telemetry(redis_client, str(tmp_path / "out"), n_done=1)
+    assert redis_client.hget(f"{KEY}:heartbeat", "state") == "stopped"
+    text = (tmp_path / "service.log").read_text()
+    assert "(polling)" in text and "Traceback" not in text   # --no_events: no filesystem events
+    assert os.path.exists(tmp_path / "out" / NIGHT_DIR / (first[:-5] + "-summary.fits"))
