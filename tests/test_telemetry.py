@@ -252,3 +252,104 @@ def read_jsonl(path):
 
     with open(path) as fh:
         return [json.loads(line) for line in fh]
+
+
+def test_redis_settings_errors_and_database_forms():
+    from pc_gpu.errors import InputError
+
+    assert redis_settings({"REDISURL": "redis://h?db=4"}).db == 4
+    assert redis_settings({"REDISURL": "redis://h:7000/2"}).db == 2
+    for url, message in (("redis://h:notaport/0", "malformed"), ("redis://h/zero", "database must be an integer"),
+                         ("http://h", "scheme 'http'")):
+        with pytest.raises(InputError, match=message):
+            redis_settings({"REDISURL": url})
+    with pytest.raises(InputError, match="REDISPORT and REDISDBNUM must be integers"):
+        redis_settings({"REDISPORT": "six"})
+
+
+def test_send_telemetry_reports_where_it_failed(redis_server, redis_client, caplog):
+    import logging
+
+    from pc_gpu.errors import TelemetryError
+
+    with socket_closed() as port:
+        with pytest.raises(TelemetryError, match=f"telemetry to redis at 127.0.0.1:{port} failed: ConnectionError"):
+            send_telemetry({"zp_adu_per_s": 1.0}, RedisSettings(host="127.0.0.1", port=port), timeout_s=0.5)
+    with caplog.at_level(logging.INFO, logger="pc_gpu.telemetry"):
+        send_telemetry({"zp_adu_per_s": 1.5}, RedisSettings(host="127.0.0.1", port=redis_server.port, key="one"))
+    assert f"telemetry sent to redis 127.0.0.1:{redis_server.port} key one" in caplog.text
+    assert redis_client.hget("one", "zp_adu_per_s") == "1.5"
+
+
+class socket_closed:
+    """A local port that nothing listens on (as a context manager yielding the port)."""
+
+    def __enter__(self):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_main_in_process_with_password(tmp_path, night, password_server, monkeypatch):
+    """`pc-realtime`'s main() in this process: the hidden test camera size, META, Gaia and the
+    password-protected Redis from the environment reach the service; the password is redacted
+    from every log handler; SIGTERM stops it with status 0."""
+    import logging
+    import signal
+    import threading
+
+    from pc_gpu.realtime import main
+    from realtime_helpers import n_outcomes, wait_for
+
+    secret = "s3cret pass"
+    for name, value in {**password_server.environ("main"), "REDISPASSWORD": secret}.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "watch").mkdir()
+    frame = drop(night, 0, str(tmp_path / "watch"))
+    stream = []
+    handler = logging.StreamHandler(_Lines(stream))
+    logging.getLogger().addHandler(handler)
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def stop_when_done():
+        wait_for(lambda: n_outcomes(tmp_path) == 1, 120, "the frame")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    stopper = threading.Thread(target=stop_when_done, daemon=True)
+    stopper.start()
+    try:
+        status = main([str(tmp_path / "watch"), "--outdir", str(tmp_path / "out"), "--meta_dir", night.meta_dir,
+                       "--gaia_dir", night.gaia_dir, "--device", "cpu", "--camera_nx", "600", "--camera_ny", "450",
+                       "--no_events", "--poll_seconds", "0.2"])
+        stopper.join(timeout=10)
+        logging.getLogger("pc_gpu.test").warning("the password is %s", secret)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        for s, h in old.items():
+            signal.signal(s, h)
+    assert status == 0
+    assert [(e["frame"], e["event"]) for e in read_ledger(str(tmp_path / "out")) if e["event"] == "done"] == [
+        (frame, "done")]
+    assert [f["frame"] for _, f in password_server.client().xrange("main:history")] == [frame]
+    assert logging.getLogger("watchdog").level == logging.WARNING
+    text = "".join(stream)
+    assert "the password is ***" in text and secret not in text
+    assert main([str(tmp_path / "missing"), "--outdir", str(tmp_path / "o2"), "--dont_send_redis"]) == 1
+
+
+class _Lines:
+    """A write-only text stream that appends to a list."""
+
+    def __init__(self, lines):
+        self.lines = lines
+
+    def write(self, text):
+        self.lines.append(text)
+
+    def flush(self):
+        pass
