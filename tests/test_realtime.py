@@ -53,6 +53,45 @@ def test_ledger_replay_resume_and_torn_line(tmp_path):
     assert path.read_text().endswith("\n")
 
 
+def test_ledger_values_are_plain_json(tmp_path):
+    """numpy scalars are written as JSON numbers; anything else that JSON cannot hold is refused
+    before a line is written."""
+    with Ledger(tmp_path / "ledger.jsonl") as led:
+        led.append("done", frame="a.fits", reason="", zp_adu_per_s=np.float32(17.25), n_stars_for_zp=np.int64(3))
+        with pytest.raises(TypeError, match="set is not JSON serialisable"):
+            led.append("done", frame="b.fits", reason="", bad={1})
+    lines = (tmp_path / "ledger.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and '"zp_adu_per_s":17.25,"n_stars_for_zp":3' in lines[1]
+    with Ledger(tmp_path / "ledger.jsonl") as again:
+        assert again.outcome("a.fits")["n_stars_for_zp"] == 3 and again.outcome("b.fits") is None
+
+
+def test_watcher_events_wake_it_and_scan_keeps_arrival_order(tmp_path):
+    from pc_gpu.watch import DirectoryWatcher
+
+    watcher = DirectoryWatcher(tmp_path, pattern="*.fits", use_events=True)
+    try:
+        assert watcher.uses_events
+        assert not watcher.wake.is_set()
+        (tmp_path / "b.fits").write_bytes(b"x")
+        assert watcher.wake.wait(10)   # woken by the filesystem event, no scan needed
+        os.utime(tmp_path / "b.fits", ns=(0, 2_000_000_000))
+        (tmp_path / "a.fits").write_bytes(b"x")
+        os.utime(tmp_path / "a.fits", ns=(0, 1_000_000_000))
+        for name in (".hidden.fits", "c.wcs", "d-summary.fits"):
+            (tmp_path / name).write_bytes(b"x")
+        assert watcher.scan() == {"a.fits", "b.fits"}
+        assert [c.name for c in watcher.candidates()] == ["a.fits", "b.fits"]   # oldest first
+        watcher.forget("a.fits")
+        watcher.scan()
+        assert [c.name for c in watcher.candidates()] == ["b.fits"]
+    finally:
+        watcher.stop()
+    assert not watcher.uses_events
+    polling = DirectoryWatcher(tmp_path, use_events=False)
+    assert not polling.uses_events
+
+
 def test_inspect_frame_states(tmp_path, night, small_camera):
     raw = night.raw[0]
     data = open_bytes(raw)
