@@ -328,6 +328,7 @@ def test_main_in_process_with_password(tmp_path, night, password_server, monkeyp
                        "--no_events", "--poll_seconds", "0.2"])
         stopper.join(timeout=10)
         logging.getLogger("pc_gpu.test").warning("the password is %s", secret)
+        missing = main([str(tmp_path / "missing"), "--outdir", str(tmp_path / "o2"), "--dont_send_redis"])
     finally:
         logging.getLogger().removeHandler(handler)
         for s, h in old.items():
@@ -339,7 +340,7 @@ def test_main_in_process_with_password(tmp_path, night, password_server, monkeyp
     assert logging.getLogger("watchdog").level == logging.WARNING
     text = "".join(stream)
     assert "the password is ***" in text and secret not in text
-    assert main([str(tmp_path / "missing"), "--outdir", str(tmp_path / "o2"), "--dont_send_redis"]) == 1
+    assert missing == 1 and f"\n{tmp_path / 'missing'}: watch directory not found\n" in text
 
 
 class _Lines:
