@@ -329,6 +329,8 @@ def test_main_in_process_with_password(tmp_path, night, password_server, monkeyp
         stopper.join(timeout=10)
         logging.getLogger("pc_gpu.test").warning("the password is %s", secret)
         missing = main([str(tmp_path / "missing"), "--outdir", str(tmp_path / "o2"), "--dont_send_redis"])
+        no_meta = main([str(tmp_path / "watch"), "--outdir", str(tmp_path / "o3"), "--meta_dir", str(tmp_path / "nometa"),
+                        "--dont_send_redis", "--device", "cpu", "--no_events"])   # fails in the warm-up
     finally:
         logging.getLogger().removeHandler(handler)
         for s, h in old.items():
@@ -341,6 +343,7 @@ def test_main_in_process_with_password(tmp_path, night, password_server, monkeyp
     text = "".join(stream)
     assert "the password is ***" in text and secret not in text
     assert missing == 1 and f"\n{tmp_path / 'missing'}: watch directory not found\n" in text
+    assert no_meta == 1 and f"\n{tmp_path / 'nometa'}: calibration directory not found" in text
 
 
 class _Lines:
