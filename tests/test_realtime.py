@@ -217,6 +217,9 @@ def test_night_each_frame_once_with_redis_outage(tmp_path, night, small_camera, 
     assert len(files) == 2 * (N_FRAMES - 1)
     assert all(f.endswith(("-summary.fits", "-zp.png")) for f in files)
     hb = client.hgetall(f"{KEY}:heartbeat")
+    assert set(hb) == {"time", "state", "pid", "host", "version", "watchdir", "outdir", "device", "uptime_s",
+                       "frames_done", "frames_skipped", "frames_failed", "telemetry_pending", "last_frame",
+                       "last_status", "last_reason", "last_time"}
     assert hb["state"] == "stopped" and int(hb["frames_done"]) == N_FRAMES - 1
     assert hb["last_frame"] == os.path.basename(night.raw[-1])
     assert 0 < client.ttl(f"{KEY}:heartbeat") <= 30

@@ -46,10 +46,11 @@ def test_retry_after_failed_write_sends_telemetry_once(tmp_path, night, small_ca
         assert svc.poll_once() == (1, 0)
         failed = svc.ledger.outcome(first)
         assert failed["event"] == "failed" and "outputs not written" in failed["reason"]
+        st = os.stat(os.path.join(watchdir, first))
+        assert (failed["size"], failed["mtime_ns"]) == (st.st_size, st.st_mtime_ns)   # retried once it changes
         assert [f["frame"] for _, f in redis_client.xrange(f"{KEY}:history")] == [first]
         assert svc.poll_once() == (0, 0)   # not retried while the file is unchanged
         blocker.unlink()
-        st = os.stat(os.path.join(watchdir, first))
         os.utime(os.path.join(watchdir, first), ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         drop(night, 1, watchdir)
         assert svc.poll_once() == (2, 0)
@@ -115,7 +116,8 @@ def test_incomplete_file_timeout(tmp_path, night, small_camera, cpu, redis_serve
             svc.close()
     assert results == {0.2: (1, 0), 60.0: (0, 1)}
     failed = final_events(tmp_path / "0.2")[name]
-    assert failed["event"] == "failed" and failed["size"] == len(data) // 2
+    st = os.stat(tmp_path / "0.2" / "watch" / name)
+    assert failed["event"] == "failed" and (failed["size"], failed["mtime_ns"]) == (len(data) // 2, st.st_mtime_ns)
     assert not (tmp_path / "60.0" / "out" / NIGHT_DIR).exists()
 
 
