@@ -133,6 +133,9 @@ def test_command_line_defaults_are_the_original_realtime_ones(tmp_path):
     assert (run.nightly_subdir, run.one_aper, run.check_tcs_motion, run.send_redis,
             run.write_detrended, run.checkplot, run.max_zp_radius, run.threads) == (
         True, True, True, True, False, True, 1200.0, 2)
+    assert (service.pattern, service.poll_seconds, service.use_events, service.incomplete_timeout_s,
+            service.heartbeat_ttl_s, service.stream_maxlen, service.redis_timeout_s, service.veto) == (
+        "*.fits", 1.0, True, 60.0, 30.0, 100000, 1.0, frozenset())
     args = parse_args(["--meta_dir", "m", str(tmp_path), "--outdir", "o", "--no_nightly_subdir",
                        "--all_apers", "--no_check_tcs_motion", "--dont_send_redis", "--write_detrended",
                        "--skip_checkplot", "--no_max_zp_radius", "--no_events"])
