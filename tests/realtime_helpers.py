@@ -102,20 +102,18 @@ def check_telemetry(client, outdir, *, n_done, key=KEY):
     return entries
 
 
-def realtime_options(tmp_path, **changes):
+def realtime_options(tmp_path):
     """The realtime defaults (as `pc-realtime` sets them) on the CPU, outputs in tmp_path/out."""
-    run = dict(outdir=str(tmp_path / "out"), write_detrended=False, nightly_subdir=True, one_aper=True,
-               check_tcs_motion=True, send_redis=True, max_zp_radius=1200.0, device="cpu")
-    run.update(changes)
-    return RunOptions(**run)
+    return RunOptions(outdir=str(tmp_path / "out"), write_detrended=False, nightly_subdir=True, one_aper=True,
+                      check_tcs_motion=True, send_redis=True, max_zp_radius=1200.0, device="cpu")
 
 
-def make_service(tmp_path, night, small_camera, cpu, redis_server, *, run=None, key=KEY, **service):
+def make_service(tmp_path, night, small_camera, cpu, redis_server, **service):
     """A `RealtimeService` in process, polling tmp_path/watch, telemetry to `redis_server`."""
     watchdir = tmp_path / "watch"
     watchdir.mkdir(exist_ok=True)
-    settings = RedisSettings(host="127.0.0.1", port=redis_server.port, key=key)
-    return RealtimeService(run or realtime_options(tmp_path),
+    settings = RedisSettings(host="127.0.0.1", port=redis_server.port, key=KEY)
+    return RealtimeService(realtime_options(tmp_path),
                            ServiceOptions(watchdir=str(watchdir), use_events=False, **service),
                            camera=small_camera, meta_dir=night.meta_dir, gaia_dir=night.gaia_dir,
                            backend=cpu, redis_settings=settings)

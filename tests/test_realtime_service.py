@@ -14,11 +14,11 @@ import fitsio
 import pytest
 
 from pc_gpu.errors import InputError
-from pc_gpu.realtime import LEDGER_NAME, RealtimeService, ServiceOptions, main, options_from_args, parse_args
+from pc_gpu.realtime import RealtimeService, main, options_from_args, parse_args
 from pc_gpu.sim import make_demo_field
 from pc_gpu.telemetry import RedisSettings
 from realtime_helpers import (KEY, SLEW_AFTER, check_telemetry, drop, make_service, outcomes, read_ledger,
-                              realtime_options, start_service, wait_for)
+                              start_service, wait_for)
 
 NIGHT_DIR = "20210611"
 
