@@ -11,7 +11,7 @@ most a torn last line (dropped, with a warning, when the ledger is opened again)
   crash, so its telemetry is never delivered twice.
 - ``{"event": "telemetry", "frame", "seq", "stream_id", "record": {...}}``: a telemetry
   record queued for Redis (written before delivery is tried).
-- ``{"event": "delivered", "seq", "stream_id"}``: that record is in Redis.
+- ``{"event": "delivered", "seq", "stream_id", "frame"}``: that record is in Redis.
 - ``{"event": "done" | "skipped" | "failed", "frame", "reason", ...}``: the frame's outcome.
 
 `pc-archive` writes ``start`` events without seq/stream_id (with path, night and the output
@@ -55,6 +55,10 @@ class Ledger:
         frame name -> number of ``start`` events since its last outcome.
     pending : dict
         seq -> queued ``telemetry`` event not yet delivered, in seq order.
+    telemetry_of : dict
+        frame name -> {"seq", "stream_id", "delivered"} of its last queued telemetry record,
+        kept after the frame's outcome, so that a frame taken up again (after a failure to
+        write its files) reuses its IDs and its record is not added twice.
     last_seq, last_stream_ms : int
         The highest sequence number and stream-ID milliseconds handed out.
     """
@@ -66,6 +70,7 @@ class Ledger:
         self.in_hand = {}
         self.starts = {}
         self.pending = {}
+        self.telemetry_of = {}
         self.last_seq = 0
         self.last_stream_ms = 0
         self._replay(repair=True)
@@ -118,9 +123,14 @@ class Ledger:
         elif event == "telemetry":
             self.pending[int(rec["seq"])] = rec
             self.pending = dict(sorted(self.pending.items()))
+            self.telemetry_of[rec["frame"]] = {"seq": int(rec["seq"]), "stream_id": rec["stream_id"],
+                                               "delivered": False}
             self._saw_seq(rec)
         elif event == "delivered":
             self.pending.pop(int(rec["seq"]), None)
+            sent = self.telemetry_of.get(rec.get("frame"))
+            if sent is not None and sent["seq"] == int(rec["seq"]):
+                sent["delivered"] = True
         elif event in FINAL_EVENTS:
             frame = rec["frame"]
             self.outcomes[frame] = rec

@@ -104,6 +104,10 @@ def _ensure_writable_dir(directory):
 def publish(writers, *, overwrite=False, settle=None):
     """Write several outputs so that either all appear or none do.
 
+    Every file is written to a temporary name first; then they are renamed into place. If a
+    writer or a rename fails, the renames already made are undone (an output that existed
+    before, with `overwrite`, is put back) and the temporaries are removed.
+
     Parameters
     ----------
     writers : dict
@@ -125,14 +129,47 @@ def publish(writers, *, overwrite=False, settle=None):
             write(tmp)
         if settle is not None:
             settle()
-        for tmp, final in staged:
-            os.replace(tmp, final)
-            log.debug("wrote %s", final)
     except BaseException:
         if settle is not None:
             with contextlib.suppress(Exception):
                 settle()
-        for tmp, _ in staged:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        _remove(tmp for tmp, _ in staged)
         raise
+    _rename_all(staged, keep_old=overwrite)
+
+
+def _rename_all(staged, *, keep_old):
+    """Rename each (tmp, final) into place; on a failure undo the renames made and re-raise.
+
+    With `keep_old`, a file being replaced is kept under a second name (a hard link) until
+    every rename succeeded, and put back if one fails."""
+    placed = []     # (final, backup of the file it replaced or None), in order
+    backup = None
+    try:
+        for tmp, final in staged:
+            backup = None
+            if keep_old and os.path.lexists(final):
+                backup = temporary_path(final)
+                os.link(final, backup)
+            os.replace(tmp, final)
+            placed.append((final, backup))
+            log.debug("wrote %s", final)
+    except BaseException:
+        for final, old in reversed(placed):
+            try:
+                if old is None:
+                    os.unlink(final)
+                else:
+                    os.replace(old, final)
+            except OSError as exc:
+                log.error("could not undo %s after a failed rename (%s)", final, exc)
+        _remove([tmp for tmp, _ in staged] + [backup])
+        raise
+    _remove(old for _, old in placed)
+
+
+def _remove(paths):
+    for path in paths:
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

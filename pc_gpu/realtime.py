@@ -36,6 +36,7 @@ log = logging.getLogger("pc_gpu.realtime")
 LEDGER_NAME = "pc-realtime-ledger.jsonl"
 LOCK_NAME = ".pc-realtime.lock"
 _MAX_STARTS = 3   # a frame in hand at this many crashes is given up as failed
+_HOLD_ENV = "PC_GPU_TEST_HOLD"   # tests only, see _hold_for_test
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,9 @@ class RealtimeService:
         for name, start in list(self.ledger.in_hand.items()):
             removed = self._remove_outputs(name)
             if self.ledger.starts.get(name, 0) >= _MAX_STARTS:
+                size, mtime_ns = _signature(start["path"]) if start.get("path") else (None, None)
                 self._record("failed", name, f"the service stopped {_MAX_STARTS} times while reducing it",
-                             seq=start.get("seq"))
+                             seq=start.get("seq"), size=size, mtime_ns=mtime_ns)
             else:
                 log.warning("%s was in hand when the service stopped; it will be reduced again%s", name,
                             f" (removed {len(removed)} partial output file(s))" if removed else "")
@@ -160,7 +162,9 @@ class RealtimeService:
         raw_path = os.path.abspath(os.fspath(raw_path))
         name = os.path.basename(raw_path)
         ready_time = time.time() if ready_time is None else ready_time
-        previous = self.ledger.in_hand.get(name)
+        # a frame taken up again (after a crash, or after its files failed to write) keeps the
+        # IDs its telemetry was queued with, so the history stream gets it once
+        previous = self.ledger.telemetry_of.get(name) or self.ledger.in_hand.get(name)
         if previous is not None and previous.get("seq") is not None:
             seq, stream_id = int(previous["seq"]), previous["stream_id"]
         else:
@@ -180,10 +184,14 @@ class RealtimeService:
                                 size=sig[0], mtime_ns=sig[1])
         t_reduced = time.perf_counter()
         record = self._telemetry(result)
-        if self.publisher is not None:
+        sent = self.ledger.telemetry_of.get(name)
+        if sent is not None and sent["seq"] == seq and sent["delivered"]:
+            log.info("%s: telemetry already delivered (seq %d); not sent again", name, seq)
+        elif self.publisher is not None:
             self.publisher.enqueue(name, seq, stream_id, record)
             self.publisher.flush()
         t_telemetry = time.perf_counter()
+        _hold_for_test(name)
         try:
             paths = write_outputs(result, self.reducer)
         except (PCError, OSError) as exc:
@@ -398,6 +406,21 @@ def _warm_io(checkplot, thumbnail=False):
             from .thumbnail import bin_image, write_thumbnail
 
             write_thumbnail(os.path.join(tmp, "warm.jpg"), bin_image(np.ones((16, 16), np.float32), 8))
+
+
+def _hold_for_test(name):
+    """Tests only: with $PC_GPU_TEST_HOLD set to a file name, write `name` there and wait while
+    that file exists, so that a test signals or kills the service with a frame in hand (after
+    its telemetry, before its files), by construction rather than by timing."""
+    path = os.environ.get(_HOLD_ENV)
+    if not path:
+        return
+    with open(path + ".part", "w", encoding="utf-8") as fh:
+        fh.write(name)
+    os.replace(path + ".part", path)
+    log.warning("%s in hand: holding while %s exists (%s is set)", name, path, _HOLD_ENV)
+    while os.path.exists(path):
+        time.sleep(0.01)
 
 
 def _signature(path):

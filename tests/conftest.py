@@ -6,6 +6,7 @@
   (`pc_gpu.sim.DemoField`: raw, wcs, meta_dir, gaia_dir, truth, camera).
 - ``small_camera`` / ``small_field``: the same for a 600 x 450 camera (fast tests).
 - ``redis_server`` / ``redis_client``: a real redis-server on 127.0.0.1 (tests/redis_fixtures.py).
+- ``night`` / ``cpu``: a 30-frame small-camera night and the CPU backend (tests/realtime_helpers.py).
 """
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from pc_gpu.camera import EL_NINO
 from pc_gpu.sim import Region, build_chunk_tree, make_demo_field
 from pc_gpu.sim.night import DEMO_DEC, DEMO_RA
+from realtime_helpers import cpu, night  # noqa: F401  (fixtures)
 from redis_fixtures import redis_client, redis_server  # noqa: F401  (fixtures)
 
 

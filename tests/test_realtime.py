@@ -1,12 +1,9 @@
 """The realtime service: ledger, readiness, telemetry queue, and whole nights (in process and as
 a real `python -m pc_gpu.realtime` process) against a real redis-server."""
 
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import fitsio
@@ -15,112 +12,17 @@ import pytest
 
 from pc_gpu.camera import EL_NINO
 from pc_gpu.ledger import Ledger
-from pc_gpu.pipeline import RunOptions
-from pc_gpu.realtime import LEDGER_NAME, RealtimeService, ServiceOptions, build_parser, options_from_args, parse_args
-from pc_gpu.sim import simulate_night
-from pc_gpu.telemetry import RedisSettings, redis_settings, telemetry_record
+from pc_gpu.realtime import LEDGER_NAME, build_parser, options_from_args, parse_args
+from pc_gpu.telemetry import RedisSettings, redis_settings
 from pc_gpu.telemetry_queue import TelemetryPublisher
 from pc_gpu.watch import BAD, READY, WAIT, inspect_frame
-
-
-KEY = "pc_rt"
-N_FRAMES = 30
-SLEW_AFTER = 20  # frame index 20 has ZPFLAG = 1
-
-
-@pytest.fixture(scope="session")
-def night(tmp_path_factory, sim_gaia_dir, small_camera):
-    """A 30-frame small-camera night (tracking, a cloud, a slew inside the chunk tree)."""
-    return simulate_night(tmp_path_factory.mktemp("rt_night"), n_frames=N_FRAMES, camera=small_camera,
-                          gaia_dir=sim_gaia_dir, fields=((150.0, 30.0), (153.0, 31.0)),
-                          slew_after=SLEW_AFTER)
-
-
-@pytest.fixture(scope="session")
-def cpu():
-    from pc_gpu.backend import get_backend
-
-    return get_backend("cpu")
-
-
-def drop(night, i, watchdir):
-    """Land frame i in `watchdir` as a camera would: the .wcs, then the FITS appearing whole."""
-    shutil.copy(night.wcs[i], watchdir)
-    name = os.path.basename(night.raw[i])
-    tmp = os.path.join(watchdir, "." + name + ".part")
-    shutil.copy(night.raw[i], tmp)
-    os.replace(tmp, os.path.join(watchdir, name))
-    return name
+from realtime_helpers import (KEY, N_FRAMES, SLEW_AFTER, check_telemetry, drop, make_service, n_outcomes,
+                              outcomes, read_ledger, start_service, wait_for)
 
 
 def open_bytes(path):
     with open(path, "rb") as fh:
         return fh.read()
-
-
-def read_ledger(outdir):
-    with open(os.path.join(outdir, LEDGER_NAME)) as fh:
-        return [json.loads(line) for line in fh]
-
-
-def outcomes(events):
-    return [e for e in events if e["event"] in ("done", "skipped", "failed")]
-
-
-def expected_records(outdir, events):
-    """{frame: telemetry fields recomputed from its summary file} for every done frame."""
-    import fitsio
-
-    out = {}
-    for e in events:
-        if e["event"] != "done":
-            continue
-        summary = [p for p in e["outputs"] if p.endswith("-summary.fits")][0]
-        zps = fitsio.read(summary, ext="ZEROPOINTS")
-        sky = fitsio.read(summary, ext="SKY")
-        rec = telemetry_record(zps, sky, "", standard_aperture=0)
-        rec.pop("timestamp")
-        out[e["frame"]] = rec
-    return out
-
-
-def same(a, b):
-    if isinstance(a, str) or isinstance(b, str):
-        return str(a) == str(b)
-    return np.isclose(float(a), float(b), rtol=1e-12, atol=0)
-
-
-def check_telemetry(client, outdir, *, n_done):
-    """The stream holds one entry per done frame, in order, equal to its summary; the hash
-    holds the last one."""
-    events = read_ledger(outdir)
-    expected = expected_records(outdir, events)
-    done_order = [e["frame"] for e in events if e["event"] == "done"]
-    assert len(done_order) == n_done == len(set(done_order))
-    entries = client.xrange(f"{KEY}:history")
-    frames = [f["frame"] for _, f in entries]
-    assert frames == done_order  # every reduced frame once, in order: none lost or duplicated
-    assert [int(f["seq"]) for _, f in entries] == sorted(int(f["seq"]) for _, f in entries)
-    for _, fields in entries:
-        for k, v in expected[fields["frame"]].items():
-            assert same(fields[k], v), (fields["frame"], k)
-    latest = client.hgetall(KEY)
-    for k, v in expected[done_order[-1]].items():
-        assert same(latest[k], v), k
-    assert latest["timestamp"] == entries[-1][1]["timestamp"]
-    return entries
-
-
-def make_service(tmp_path, night, small_camera, cpu, redis_server, **service):
-    watchdir = tmp_path / "watch"
-    watchdir.mkdir(exist_ok=True)
-    run = RunOptions(outdir=str(tmp_path / "out"), write_detrended=False, nightly_subdir=True,
-                     one_aper=True, check_tcs_motion=True, send_redis=True, max_zp_radius=1200.0,
-                     device="cpu")
-    settings = RedisSettings(host="127.0.0.1", port=redis_server.port, key=KEY)
-    return RealtimeService(run, ServiceOptions(watchdir=str(watchdir), use_events=False, **service),
-                           camera=small_camera, meta_dir=night.meta_dir, gaia_dir=night.gaia_dir,
-                           backend=cpu, redis_settings=settings)
 
 
 # --- units ---------------------------------------------------------------------------------------
@@ -149,6 +51,45 @@ def test_ledger_replay_resume_and_torn_line(tmp_path):
     with Ledger(path) as last:
         assert not last.pending
     assert path.read_text().endswith("\n")
+
+
+def test_ledger_values_are_plain_json(tmp_path):
+    """numpy scalars are written as JSON numbers; anything else that JSON cannot hold is refused
+    before a line is written."""
+    with Ledger(tmp_path / "ledger.jsonl") as led:
+        led.append("done", frame="a.fits", reason="", zp_adu_per_s=np.float32(17.25), n_stars_for_zp=np.int64(3))
+        with pytest.raises(TypeError, match="set is not JSON serialisable"):
+            led.append("done", frame="b.fits", reason="", bad={1})
+    lines = (tmp_path / "ledger.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and '"zp_adu_per_s":17.25,"n_stars_for_zp":3' in lines[1]
+    with Ledger(tmp_path / "ledger.jsonl") as again:
+        assert again.outcome("a.fits")["n_stars_for_zp"] == 3 and again.outcome("b.fits") is None
+
+
+def test_watcher_events_wake_it_and_scan_keeps_arrival_order(tmp_path):
+    from pc_gpu.watch import DirectoryWatcher
+
+    watcher = DirectoryWatcher(tmp_path, pattern="*.fits", use_events=True)
+    try:
+        assert watcher.uses_events
+        assert not watcher.wake.is_set()
+        (tmp_path / "b.fits").write_bytes(b"x")
+        assert watcher.wake.wait(10)   # woken by the filesystem event, no scan needed
+        os.utime(tmp_path / "b.fits", ns=(0, 2_000_000_000))
+        (tmp_path / "a.fits").write_bytes(b"x")
+        os.utime(tmp_path / "a.fits", ns=(0, 1_000_000_000))
+        for name in (".hidden.fits", "c.wcs", "d-summary.fits"):
+            (tmp_path / name).write_bytes(b"x")
+        assert watcher.scan() == {"a.fits", "b.fits"}
+        assert [c.name for c in watcher.candidates()] == ["a.fits", "b.fits"]   # oldest first
+        watcher.forget("a.fits")
+        watcher.scan()
+        assert [c.name for c in watcher.candidates()] == ["b.fits"]
+    finally:
+        watcher.stop()
+    assert not watcher.uses_events
+    polling = DirectoryWatcher(tmp_path, use_events=False)
+    assert not polling.uses_events
 
 
 def test_inspect_frame_states(tmp_path, night, small_camera):
@@ -192,6 +133,9 @@ def test_command_line_defaults_are_the_original_realtime_ones(tmp_path):
     assert (run.nightly_subdir, run.one_aper, run.check_tcs_motion, run.send_redis,
             run.write_detrended, run.checkplot, run.max_zp_radius, run.threads) == (
         True, True, True, True, False, True, 1200.0, 2)
+    assert (service.pattern, service.poll_seconds, service.use_events, service.incomplete_timeout_s,
+            service.heartbeat_ttl_s, service.stream_maxlen, service.redis_timeout_s, service.veto) == (
+        "*.fits", 1.0, True, 60.0, 30.0, 100000, 1.0, frozenset())
     args = parse_args(["--meta_dir", "m", str(tmp_path), "--outdir", "o", "--no_nightly_subdir",
                        "--all_apers", "--no_check_tcs_motion", "--dont_send_redis", "--write_detrended",
                        "--skip_checkplot", "--no_max_zp_radius", "--no_events"])
@@ -276,6 +220,9 @@ def test_night_each_frame_once_with_redis_outage(tmp_path, night, small_camera, 
     assert len(files) == 2 * (N_FRAMES - 1)
     assert all(f.endswith(("-summary.fits", "-zp.png")) for f in files)
     hb = client.hgetall(f"{KEY}:heartbeat")
+    assert set(hb) == {"time", "state", "pid", "host", "version", "watchdir", "outdir", "device", "uptime_s",
+                       "frames_done", "frames_skipped", "frames_failed", "telemetry_pending", "last_frame",
+                       "last_status", "last_reason", "last_time"}
     assert hb["state"] == "stopped" and int(hb["frames_done"]) == N_FRAMES - 1
     assert hb["last_frame"] == os.path.basename(night.raw[-1])
     assert 0 < client.ttl(f"{KEY}:heartbeat") <= 30
@@ -383,60 +330,32 @@ def test_password_never_logged_and_redis_errors_do_not_stop_frames(tmp_path, nig
 
 # --- the real service process --------------------------------------------------------------------
 
-def start_service(tmp_path, night, redis_server, *extra):
-    env = {**os.environ, **redis_server.environ(KEY), "NUMBA_NUM_THREADS": "2"}
-    cmd = [sys.executable, "-m", "pc_gpu.realtime", str(tmp_path / "watch"), "--outdir", str(tmp_path / "out"),
-           "--meta_dir", night.meta_dir, "--gaia_dir", night.gaia_dir, "--device", "cpu",
-           "--camera_nx", "600", "--camera_ny", "450", "--poll_seconds", "0.5", *extra]
-    with open(tmp_path / "service.log", "ab") as log:
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for(predicate, timeout, what, proc=None):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"service exited with {proc.returncode} while waiting for {what}")
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def n_outcomes(tmp_path):
-    path = tmp_path / "out" / LEDGER_NAME
-    if not path.exists():
-        return 0
-    return sum('"event":"done"' in ln or '"event":"skipped"' in ln or '"event":"failed"' in ln
-               for ln in path.read_text().splitlines())
-
-
 def test_service_process_sigkill_restart_sigterm(tmp_path, night, redis_server, redis_client):
+    """A real service process: frames picked up through filesystem events (the scan interval is
+    600 s), SIGKILL while a frame is in hand (held there by the test-only hold point, after its
+    telemetry and before its files), a restart that polls only, then SIGTERM."""
     (tmp_path / "watch").mkdir()
     watchdir = str(tmp_path / "watch")
-    proc = start_service(tmp_path, night, redis_server)
+    hold = tmp_path / "hold"
+    proc = start_service(tmp_path, night, redis_server, "--poll_seconds", "600", env={"PC_GPU_TEST_HOLD": str(hold)})
+    killed = os.path.basename(night.raw[12])
     try:
         wait_for(lambda: redis_client.hget(f"{KEY}:heartbeat", "state") == "running", 120,
                  "the service to start", proc)
         for i in range(12):
-            drop(night, i, watchdir)
+            name = drop(night, i, watchdir)
+            wait_for(lambda: hold.exists() and hold.read_text() == name, 30, f"frame {i} in hand", proc)
+            hold.unlink()
             wait_for(lambda: n_outcomes(tmp_path) == i + 1, 30, f"frame {i}", proc)
-        # kill it with a frame in hand if we can catch one, else between frames
         for i in range(12, 15):
             drop(night, i, watchdir)
-        ledger = tmp_path / "out" / LEDGER_NAME
-
-        def in_hand():
-            lines = ledger.read_text().splitlines()
-            return lines and '"event":"start"' in lines[-1]
-        try:
-            wait_for(in_hand, 10, "a frame in hand")
-        except AssertionError:
-            pass
+        wait_for(lambda: hold.exists() and hold.read_text() == killed, 30, "frame 12 in hand", proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+        assert n_outcomes(tmp_path) == 12
         for i in range(15, 18):
             drop(night, i, watchdir)   # frames landing while the service is down
+        hold.unlink()
         proc = start_service(tmp_path, night, redis_server, "--no_events")
         wait_for(lambda: n_outcomes(tmp_path) == 18, 120, "the backlog after the restart", proc)
         for i in range(18, N_FRAMES):
@@ -452,6 +371,11 @@ def test_service_process_sigkill_restart_sigterm(tmp_path, night, redis_server, 
     events = read_ledger(str(tmp_path / "out"))
     final = outcomes(events)
     assert sorted(e["frame"] for e in final) == sorted(os.path.basename(p) for p in night.raw)  # each once
+    # the killed frame: its telemetry was delivered before the kill; taken up again with the same
+    # IDs after the restart; in the stream once (check_telemetry below)
+    mine = [e for e in events if e.get("frame") == killed]
+    assert [e["event"] for e in mine] == ["start", "telemetry", "delivered", "start", "done"]
+    assert mine[0]["seq"] == mine[3]["seq"] and mine[0]["stream_id"] == mine[3]["stream_id"]
     assert [e["event"] for e in final].count("done") == N_FRAMES - 1
     check_telemetry(redis_client, str(tmp_path / "out"), n_done=N_FRAMES - 1)
     assert redis_client.hget(f"{KEY}:heartbeat", "state") == "stopped"
