@@ -25,7 +25,8 @@ def test_output_paths_and_temporary_names(tmp_path):
     paths = output_paths("/raw/night/20210611.051106.00001_02000.fits.fz", tmp_path)
     assert paths["summary"] == str(tmp_path / "20210611.051106.00001_02000-summary.fits")
     assert paths["zp_plot"].endswith("00001_02000-zp.png")
-    assert set(paths) == {"detrended", "summary", "zp_plot", "detrended_plot", "quiver_plot"}
+    assert set(paths) == {"detrended", "summary", "zp_plot", "detrended_plot", "quiver_plot", "thumbnail"}
+    assert paths["thumbnail"].endswith("00001_02000-thumb.jpg")
     tmp = temporary_path(tmp_path / "a-summary.fits")
     assert os.path.dirname(tmp) == str(tmp_path)
     assert os.path.basename(tmp).startswith(".a-summary.") and tmp.endswith(".tmp.fits")

@@ -203,7 +203,7 @@ def test_realtime_flags_change_outputs_telemetry_and_ledger(tmp_path, night, sma
     frame after the slew (ZPFLAG = 1)."""
     frames = (SLEW_AFTER - 1, SLEW_AFTER)
     flags = ["--write_detrended", "--no_nightly_subdir", "--all_apers", "--no_check_tcs_motion",
-             "--dont_send_redis", "--no_max_zp_radius"]
+             "--dont_send_redis", "--no_max_zp_radius", "--no_thumbnail"]
     runs = {}
     for label, extra in (("defaults", []), ("flags", flags)):
         base = tmp_path / label
@@ -225,11 +225,12 @@ def test_realtime_flags_change_outputs_telemetry_and_ledger(tmp_path, night, sma
     # --no_check_tcs_motion: the frame after the slew is reduced instead of skipped
     assert runs["defaults"][moved]["event"] == "skipped" and "ZPFLAG" in runs["defaults"][moved]["reason"]
     assert runs["flags"][moved]["event"] == "done"
-    # --no_nightly_subdir and --write_detrended: where the files go and which
+    # --no_nightly_subdir, --write_detrended and --no_thumbnail: where the files go and which
     night_dir = tmp_path / "defaults" / "out" / NIGHT_DIR
-    assert sorted(os.listdir(night_dir)) == [f"{stem}-summary.fits", f"{stem}-zp.png"]
+    assert sorted(os.listdir(night_dir)) == [f"{stem}-summary.fits", f"{stem}-thumb.jpg", f"{stem}-zp.png"]
     flat = tmp_path / "flags" / "out"
     assert {f"{stem}-summary.fits", f"{stem}-zp.png", f"{stem}-detrended.fits"} <= set(os.listdir(flat))
+    assert not any(name.endswith("-thumb.jpg") for name in os.listdir(flat))
     assert not (flat / NIGHT_DIR).exists()
     assert fitsio.read(flat / f"{stem}-detrended.fits").shape == small_camera.shape
     # --all_apers: 7 apertures in the catalogue and the zeropoints instead of the 2.5 pix one
