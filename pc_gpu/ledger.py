@@ -64,16 +64,7 @@ class Ledger:
     """
 
     def __init__(self, path):
-        self.path = os.fspath(path)
-        self.service_id = None
-        self.outcomes = {}
-        self.in_hand = {}
-        self.starts = {}
-        self.pending = {}
-        self.telemetry_of = {}
-        self.last_seq = 0
-        self.last_stream_ms = 0
-        self._replay(repair=True)
+        self._load(path, repair=True)
         self._fh = open(self.path, "a", encoding="utf-8")
         if self.service_id is None:
             self.service_id = uuid.uuid4().hex
@@ -84,13 +75,22 @@ class Ledger:
         """Replay the ledger at `path` without writing to it (a service may be appending to it
         now): a torn last line is skipped, not truncated. The result cannot `append`."""
         self = cls.__new__(cls)
+        self._fh = None
+        self._load(path, repair=False)
+        return self
+
+    def _load(self, path, *, repair):
+        """The state replayed from the file at `path` (see the attributes)."""
         self.path = os.fspath(path)
         self.service_id = None
-        self.outcomes, self.in_hand, self.starts, self.pending = {}, {}, {}, {}
-        self.last_seq = self.last_stream_ms = 0
-        self._fh = None
-        self._replay(repair=False)
-        return self
+        self.outcomes = {}
+        self.in_hand = {}
+        self.starts = {}
+        self.pending = {}
+        self.telemetry_of = {}
+        self.last_seq = 0
+        self.last_stream_ms = 0
+        self._replay(repair=repair)
 
     def _replay(self, *, repair):
         if not os.path.exists(self.path):
