@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import fitsio
 import numpy as np
@@ -296,10 +297,13 @@ PM_CAMERA = EL_NINO.with_(nx=1200, ny=900)
 
 
 @pytest.fixture(scope="module")
-def pm_field(tmp_path_factory, sim_gaia_dir):
+def pm_field(sim_cache, sim_gaia_dir):
     """A 1200 x 900 frame of stars that each move 1500 mas/yr (random directions) since REF_EPOCH
     2015.5, from a chunk tree built by the chunk builder out of a Gaia table written here."""
-    work = tmp_path_factory.mktemp("pm")
+    return sim_cache.get("pm_field", lambda d: _make_pm_field(Path(d), sim_gaia_dir))
+
+
+def _make_pm_field(work, sim_gaia_dir):
     stars = read_chunk_tree(sim_gaia_dir)
     near = (np.abs(stars["DEC"] - 30.0) < 3.5) & (np.abs(stars["RA"] - 150.0) < 4.0)
     stars = stars[near]
@@ -345,10 +349,11 @@ def test_pm_corr_moves_stars_by_their_proper_motion(pm_field):
 
 
 @pytest.fixture(scope="module")
-def flat_field(tmp_path_factory, sim_gaia_dir, small_camera):
+def flat_field(sim_cache, sim_gaia_dir, small_camera):
     """A small noise-free frame (sky 5 ADU/s/pix)."""
-    return make_demo_field(tmp_path_factory.mktemp("flat"), seed=9, gaia_dir=sim_gaia_dir,
-                           camera=small_camera, noise=False, sky_adu_per_s=5.0)
+    return sim_cache.get("flat_field", lambda d: make_demo_field(d, seed=9, gaia_dir=sim_gaia_dir,
+                                                                  camera=small_camera, noise=False,
+                                                                  sky_adu_per_s=5.0))
 
 
 def test_skip_flatfield_leaves_the_flat_in_the_sky(flat_field, small_camera, tmp_path):

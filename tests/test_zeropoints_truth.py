@@ -37,10 +37,10 @@ FRAMES = {
 
 
 @pytest.fixture(scope="module", params=sorted(FRAMES))
-def frame(request, tmp_path_factory, sim_gaia_dir):
-    """(field, truth rows matched to CATALOG, truth header, ZEROPOINTS, CATALOG, one_aper ZEROPOINTS)."""
-    field = make_demo_field(tmp_path_factory.mktemp(f"zp_{request.param}"), gaia_dir=sim_gaia_dir,
-                            **FRAMES[request.param])
+def frame(request, tmp_path_factory, sim_cache, sim_gaia_dir):
+    """(field, truth rows matched to CATALOG, ZEROPOINTS, CATALOG, one_aper ZEROPOINTS)."""
+    field = sim_cache.get(f"zp_{request.param}",
+                          lambda d: make_demo_field(d, gaia_dir=sim_gaia_dir, **FRAMES[request.param]))
     tables = {}
     for one_aper in (False, True):
         outdir = tmp_path_factory.mktemp(f"zp_{request.param}_out")
