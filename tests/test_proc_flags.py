@@ -22,6 +22,7 @@ from astropy.io import fits
 from pc_gpu.backend import get_backend, gpu_problem
 from pc_gpu.camera import EL_NINO
 from pc_gpu.cli import build_parser, main, options_from_args
+from pc_gpu.errors import InputError
 from pc_gpu.gaia import gaia_mag_limit
 from pc_gpu.pipeline import Reducer, RunOptions
 from pc_gpu.rawio import CALIB_FILES
@@ -501,3 +502,20 @@ def test_verbose_and_quiet(demo_field):
     assert levels["-v"] == {"DEBUG", "INFO", "WARNING"} and "stage timings" in logs["-v"]
     assert levels["-q"] == {"WARNING"}  # the warning: no --outdir
     assert "zp " in logs["-v"] and "zp " not in logs["-q"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--max_n_stars", "0"), "--max_n_stars must be at least 1, not 0"),
+    (("--multiproc", "0"), "--multiproc must be at least 1, not 0"),
+    (("--max_zp_radius", "-5"), "--max_zp_radius must be positive, not -5.0"),
+    (("--streak_time_limit", "-1"), "--streak_time_limit must be >= 0 seconds, not -1.0"),
+])
+def test_bad_flag_values_are_refused_before_any_work(demo_field, tmp_path, caplog, flags, message):
+    caplog.clear()
+    assert _proc(demo_field.raw, demo_field, *flags, outdir=tmp_path) == 1
+    assert message in caplog.text and _files(tmp_path) == []
+
+
+def test_unknown_device_is_refused():
+    with pytest.raises(InputError, match="--device must be auto, cpu or gpu, not 'tpu'"):
+        RunOptions(device="tpu")
