@@ -91,6 +91,7 @@ OPTION_FIELDS = {
 
 def test_every_flag_has_a_behaviour_test():
     parser = build_parser()
+    assert parser.format_usage().startswith("usage: pc-proc [-h] ")
     flags = {max(a.option_strings, key=len) for a in parser._actions if a.option_strings} - {"--help"}
     assert flags == set(BEHAVIOUR_TESTS)
     here = os.path.dirname(__file__)
