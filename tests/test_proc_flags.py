@@ -94,6 +94,7 @@ def test_every_flag_has_a_behaviour_test():
     assert parser.format_usage().startswith("usage: pc-proc [-h] ")
     flags = {max(a.option_strings, key=len) for a in parser._actions if a.option_strings} - {"--help"}
     assert flags == set(BEHAVIOUR_TESTS)
+    assert all(len(a.help) > 10 for a in parser._actions), "every argument is explained in --help"
     here = os.path.dirname(__file__)
     for where in set(BEHAVIOUR_TESTS.values()):
         path, _, name = where.rpartition("::")
