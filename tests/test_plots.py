@@ -119,6 +119,7 @@ def test_zp_checkplot_draws_the_zeropoint_stars_of_its_field(plot_runs):
         assert float(text["Zeropoint"]) == pytest.approx(row["zp_adu_per_s"], abs=1e-6)
         assert text["Aperture radius"] == "2.5"
         assert ("sci FOV" in text["Title"]) == sci
+        assert text["Title"].startswith(os.path.basename(summary).removesuffix("-summary.fits") + "; ")
     # the science field holds a minority of the frame's stars
     plain, sci = (int(_png_text(_output(plot_runs[n][1], "-zp.png"))[0]["Stars drawn"]) for n in ("plain", "plots"))
     assert 100 < sci < plain / 3
