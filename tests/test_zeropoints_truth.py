@@ -12,7 +12,6 @@ zt = ZP_STAR + 2.5 log10(APER_FRAC[a]) and a row must equal the median of zt ove
 used (the selection itself is tested in test_plots.py and test_proc_flags.py).
 """
 
-import os
 
 import fitsio
 import numpy as np
