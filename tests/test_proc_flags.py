@@ -7,7 +7,6 @@ and `test_every_flag_reaches_run_options` checks that the command line hands eac
 """
 
 import datetime as dt
-import logging
 import os
 import shutil
 import subprocess
