@@ -26,7 +26,7 @@ from .rawio import read_raw, read_wcs, wcs_path_for
 from .sky import inter_quadrant_rms, sky_regions, sky_statistics
 from .tables import FrameInfo, sky_table, zeropoints_table
 from .thumbnail import THUMBNAIL_BIN, bin_image, write_thumbnail
-from .zeropoints import zeropoint_rows, zeropoint_stars
+from .zeropoints import zeropoint_rows
 
 __all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "finish_frame", "process_frame"]
 
@@ -376,19 +376,20 @@ def write_outputs(result, reducer, plot_worker=None):
                                                                  streak_table)}
     if "detrended" in paths:
         writers[paths["detrended"]] = lambda p: fitsout.write_detrended(p, result.detrended, records)
+    # each plot's stars are selected here, not inside its writer: a writer runs later, and a
+    # closure would see whatever a name was last bound to
+    cat = result.catalog
     if "zp_plot" in paths:
-        cat = result.catalog
-        sel = zeropoint_stars(cat, cam)
-        if o.sci_fov_checkplot:
-            sel &= cat["in_science_fov"] != 0
+        zp_stars = plots.zeropoint_plot_stars(cat, cam, sci_fov_only=o.sci_fov_checkplot)
+        g_prime = cat["G_PRIME"][zp_stars]
+        m_inst = cat["m_inst"][zp_stars, reducer.standard_aperture]
         zps = result.zeropoints
         row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == reducer.standard_aperture)
                   & (zps["science_fov_only"] == int(o.sci_fov_checkplot))][0]
         title = f"{base}; aper {reducer.standard_aperture}; {'sci FOV' if o.sci_fov_checkplot else 'full FOV'}"
         draw = plot_worker.zeropoint_plot if plot_worker is not None else plots.zeropoint_plot
         writers[paths["zp_plot"]] = lambda p: draw(
-            p, cat["G_PRIME"][sel], cat["m_inst"][sel, reducer.standard_aperture], row["zp_adu_per_s"],
-            title=title, n_used=int(row["n_sources_for_zp"]),
+            p, g_prime, m_inst, row["zp_adu_per_s"], title=title, n_used=int(row["n_sources_for_zp"]),
             aperture_radius_pix=reducer.radii[reducer.standard_aperture])
     if "detrended_plot" in paths:
         segments = result.streaks.segments if o.plot_streaks and result.streaks is not None else ()
@@ -397,11 +398,9 @@ def write_outputs(result, reducer, plot_worker=None):
     if "thumbnail" in paths:
         writers[paths["thumbnail"]] = lambda p: write_thumbnail(p, result.thumbnail)
     if "quiver_plot" in paths:
-        cat = result.catalog
-        sel = ((cat["centroid_pixel_saturated"] == 0) & (cat["centroid_raw_pixel_val"] < cam.zp_saturation_adu)
-               & ~cat["centroid_shift_flag"] & (cat["wrong_source_centroid"] == 0))
+        shifts = cat[plots.quiver_plot_stars(cat, cam)]
         writers[paths["quiver_plot"]] = lambda p: plots.quiver_plot(
-            p, cat["xcentroid"][sel], cat["ycentroid"][sel], cat["x_shift"][sel], cat["y_shift"][sel],
+            p, shifts["xcentroid"], shifts["ycentroid"], shifts["x_shift"], shifts["y_shift"],
             nx=cam.nx, ny=cam.ny, title=f"{base}; {list(result.wcs_ctype)}")
     settle = None
     if plot_worker is not None and "zp_plot" in paths:  # ask for the plot first: it draws meanwhile

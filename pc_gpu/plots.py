@@ -1,12 +1,35 @@
 """Checkplots as PNG files: zeropoint, detrended image, centroid-shift quiver.
 
 Each function draws on its own Agg figure and writes to the path it is given (the caller makes
-that path atomic); nothing here touches pyplot's global state.
+that path atomic); nothing here touches pyplot's global state. The zeropoint and quiver PNGs
+record what they show as PNG text entries ("Stars drawn", "Zeropoint", ...). Which catalogue
+stars they show is decided by `zeropoint_plot_stars` and `quiver_plot_stars`.
 """
 
 import numpy as np
 
-__all__ = ["zeropoint_plot", "detrended_plot", "quiver_plot"]
+from .zeropoints import zeropoint_stars
+
+__all__ = ["zeropoint_plot_stars", "quiver_plot_stars", "zeropoint_plot", "detrended_plot",
+           "quiver_plot"]
+
+
+def zeropoint_plot_stars(catalog, camera, *, sci_fov_only=False):
+    """Boolean mask of the CATALOG stars drawn on -zp.png: the zeropoint stars
+    (`zeropoints.zeropoint_stars`), and with `sci_fov_only` only those in the science field."""
+    selected = zeropoint_stars(catalog, camera)
+    if sci_fov_only:
+        selected &= catalog["in_science_fov"] != 0
+    return selected
+
+
+def quiver_plot_stars(catalog, camera):
+    """Boolean mask of the CATALOG stars whose centroid shift is drawn on -quiver.png: centroid
+    pixel not saturated, raw centre below `camera.zp_saturation_adu` (ADU), no centroid-shift
+    flag and not a wrong source."""
+    c = catalog
+    return ((c["centroid_pixel_saturated"] == 0) & (c["centroid_raw_pixel_val"] < camera.zp_saturation_adu)
+            & ~c["centroid_shift_flag"].astype(bool) & (c["wrong_source_centroid"] == 0))
 
 
 def _figure(width_in, height_in):
@@ -19,7 +42,8 @@ def _figure(width_in, height_in):
 
 
 def zeropoint_plot(path, g_prime, m_inst, zp, *, title, n_used, aperture_radius_pix):
-    """Instrumental mag against Gaia G' for the zeropoint stars, with the line m = G' - zp."""
+    """Instrumental mag against Gaia G' for the zeropoint stars, with the line m = G' - zp
+    (mag); the PNG's text records the stars drawn, zp and the aperture radius (pixels)."""
     fig = _figure(6, 5)
     ax = fig.add_subplot()
     ok = np.isfinite(g_prime) & np.isfinite(m_inst)
@@ -31,7 +55,9 @@ def zeropoint_plot(path, g_prime, m_inst, zp, *, title, n_used, aperture_radius_
     ax.set_xlabel("Gaia G + 0.25 (BP - RP)")
     ax.set_ylabel(f"instrumental mag, r = {aperture_radius_pix:g} pix (-2.5 log10 ADU/s)")
     ax.set_title(f"{title}\n{n_used} stars", fontsize=9)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", metadata={"Title": title, "Stars drawn": str(int(ok.sum())),
+                                              "Zeropoint": f"{zp:.6f}",
+                                              "Aperture radius": f"{aperture_radius_pix:g}"})
 
 
 def detrended_plot(path, image, *, title, streaks=()):
@@ -52,7 +78,8 @@ def detrended_plot(path, image, *, title, streaks=()):
 
 
 def quiver_plot(path, x, y, dx, dy, *, nx, ny, title):
-    """Centroid shifts (measured minus Gaia prediction, pixels) as arrows over the frame."""
+    """Centroid shifts (measured minus Gaia prediction, pixels) as arrows over the frame; the
+    PNG's text records the number of arrows ("Stars drawn")."""
     fig = _figure(8, 6.2)
     ax = fig.add_subplot()
     ok = np.isfinite(dx) & np.isfinite(dy)
@@ -65,4 +92,4 @@ def quiver_plot(path, x, y, dx, dy, *, nx, ny, title):
     ax.set_xlabel("x (pix)")
     ax.set_ylabel("y (pix)")
     ax.set_title(title, fontsize=9)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", metadata={"Title": title, "Stars drawn": str(int(ok.sum()))})

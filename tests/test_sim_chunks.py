@@ -2,7 +2,6 @@
 
 import logging
 import os
-import time
 
 import astropy.units as u
 import fitsio
@@ -75,12 +74,9 @@ def test_region_real_stars_equal_source(sim_gaia_dir, bundled):
 
 
 def test_whole_sky_equals_source(tmp_path, bundled):
-    t0 = time.perf_counter()
     summary = build_chunk_tree(tmp_path / "sky")
-    elapsed = time.perf_counter() - t0
     assert len(summary.pixels) == 12288 and summary.n_real == bundled.size == 482176
     assert summary.n_synthetic == 0
-    assert elapsed < 15.0, f"whole-sky build took {elapsed:.1f} s"
     _assert_real_equal(read_chunk_tree(tmp_path / "sky"), bundled)
 
 

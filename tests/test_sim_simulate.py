@@ -15,6 +15,7 @@ from photutils.aperture import CircularAperture, aperture_photometry
 from scipy.spatial import cKDTree
 
 from pc_gpu.errors import InputError, OutputExistsError
+from pc_gpu import rawio
 from pc_gpu.rawio import CALIB_FILES
 from pc_gpu.sim import (Region, aperture_fractions, build_chunk_tree, make_calibrations, simulate_frame,
                         write_calibrations, write_frame)
@@ -223,7 +224,6 @@ def test_raw_file_as_the_camera_writes_it(small_field, small_camera):
 
 
 def test_pipeline_readers_accept_the_files(small_field, small_camera):
-    rawio = pytest.importorskip("pc_gpu.rawio")
     frame = rawio.read_raw(small_field.raw, small_camera)
     assert frame.exptime_s == 20.0
     rawio.read_wcs(rawio.wcs_path_for(small_field.raw))

@@ -43,6 +43,8 @@ def test_streak_table_flags_and_zeropoints(streak_field, small_camera, tmp_path)
     # every flagged star lies near the injected line, and none of them makes the zeropoints
     d = np.abs(-(cat["xcentroid"] + 50) * 340 + (cat["ycentroid"] - 60) * 700) / np.hypot(700, 340)
     assert np.all(d[on] < 12)
+    # and every star whose centroid lies on the line (within 8 pix) is flagged
+    assert on.sum() >= 3 and np.all(on[d < 8])
     assert not np.any(zeropoint_stars(result.catalog, small_camera) & on)
     assert paths["detrended_plot"].endswith(".png")
 
