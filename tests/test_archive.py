@@ -299,7 +299,9 @@ def test_disk_full_stops_cleanly_and_a_rerun_completes(archive, tmp_path):
 
 
 def _worker_pids(parent):
-    """Dask worker processes started by `parent` (multiprocessing children, not its tracker)."""
+    """Dask worker processes started by `parent`: its children but multiprocessing's resource
+    tracker (a worker's command line is "dask worker [...]" where setproctitle is installed,
+    else multiprocessing's spawn_main)."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -311,7 +313,7 @@ def _worker_pids(parent):
                 cmdline = fh.read()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == parent and b"spawn_main" in cmdline:
+        if ppid == parent and b"resource_tracker" not in cmdline:
             pids.append(int(entry))
     return pids
 

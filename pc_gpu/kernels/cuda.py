@@ -76,7 +76,9 @@ def _device_arithmetic():
                            dadd=libdevice.dadd_rn, dsub=dsub_rn)
 
 
-_k = _core.build(cuda.jit(device=True), _device_arithmetic())
+# The simulator wraps each device function call in a swap of the `cuda` module (a lock and a
+# walk over the function's globals); `_core` never uses `cuda`, so there it runs as plain Python.
+_k = _core.build((lambda f: f) if SIMULATOR else cuda.jit(device=True), _device_arithmetic())
 _raw_value = _k.raw_value
 _detrend_pixel = _k.detrend_pixel
 _gather_value = _k.gather_value

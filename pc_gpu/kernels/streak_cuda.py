@@ -12,7 +12,7 @@ from .streak_core import band_one, block_sum_one, cell_stats_one, dyadic_one, li
 
 __all__ = ["KERNELS"]
 
-_dev = cuda.jit(device=True)
+_dev = (lambda f: f) if SIMULATOR else cuda.jit(device=True)  # plain Python in the simulator (see cuda.py)
 _block_sum_d = _dev(block_sum_one)
 _star_mask_d = _dev(star_mask_one)
 _cell_stats_d = _dev(cell_stats_one)
