@@ -58,6 +58,7 @@ BEHAVIOUR_TESTS = {
     "--gaia_dir": "test_meta_dir_and_gaia_dir_override_the_environment",
     "--verbose": "test_verbose_and_quiet",
     "--quiet": "test_verbose_and_quiet",
+    "--thumbnail": "test_thumbnail_is_the_binned_detrended_image",
 }
 
 # flag (with a value when it takes one) -> (RunOptions field, value it must set)
@@ -85,6 +86,7 @@ OPTION_FIELDS = {
     ("--detect_streaks",): ("detect_streaks", True),
     ("--plot_streaks",): ("plot_streaks", True),
     ("--streak_time_limit", "2"): ("streak_time_limit", 2.0),
+    ("--thumbnail",): ("thumbnail", True),
 }
 
 
@@ -180,6 +182,27 @@ def test_dont_write_detrended(demo_field, plain, tmp_path):
     # the detrended sky is the simulated one: the median of 8 M pixels of ~14 ADU noise is good
     # to ~0.01 ADU; stars (a few % of pixels) lift it by ~0.1 %
     assert np.median(image) / (header["SKY"] * header["EXPTIME"]) == pytest.approx(1, abs=0.005)
+
+
+def test_thumbnail_is_the_binned_detrended_image(demo_field, plain, tmp_path):
+    from PIL import Image
+
+    from pc_gpu.thumbnail import THUMBNAIL_BIN, bin_image, stretch
+
+    assert not any(n.endswith("-thumb.jpg") for n in _files(plain))
+    assert _proc(demo_field.raw, demo_field, "--skip_checkplot", "--thumbnail", outdir=tmp_path) == 0
+    thumb = [n for n in _files(tmp_path) if n.endswith("-thumb.jpg")]
+    detrended = [n for n in _files(tmp_path) if n.endswith("-detrended.fits")]
+    assert len(thumb) == len(detrended) == 1
+    expected = stretch(bin_image(fitsio.read(os.path.join(tmp_path, detrended[0])), THUMBNAIL_BIN))
+    with Image.open(os.path.join(tmp_path, thumb[0])) as im:
+        shown = np.asarray(im)
+    assert shown.shape == (EL_NINO.ny // THUMBNAIL_BIN, EL_NINO.nx // THUMBNAIL_BIN)
+    # JPEG (quality 88) of a noisy sky: about 3 grey levels from the stretched binned image on
+    # average; a flipped, unbinned or raw image would not correlate
+    assert np.mean(np.abs(shown.astype(float) - expected)) < 5.0
+    assert np.corrcoef(shown.ravel(), expected.ravel())[0, 1] > 0.9
+    assert np.corrcoef(shown[::-1].ravel(), expected.ravel())[0, 1] < 0.5
 
 
 def _night_from_truth(header):
