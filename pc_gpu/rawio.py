@@ -5,6 +5,7 @@ Every problem is raised as `InputError` naming the file and what is wrong.
 
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -37,6 +38,12 @@ class RawFrame:
     exptime_s: float
 
 
+_WARNINGS_LOCK = threading.Lock()
+"""Held while a reader changes the process-wide warning filters (catch_warnings is not
+thread-safe: pc-archive's GPU engine reads frames on several threads, and one thread's "error"
+filter turned another's ignored WCS warning into a failed frame)."""
+
+
 def _read_primary(path):
     """(header, data) of the primary HDU, with any failure as an InputError naming the file."""
     from astropy.io import fits
@@ -44,7 +51,7 @@ def _read_primary(path):
     if not os.path.exists(path):
         raise InputError(path, "file not found")
     try:
-        with open(path, "rb") as handle, warnings.catch_warnings():
+        with open(path, "rb") as handle, _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error")
             with fits.open(handle, memmap=False) as hdul:
                 header = hdul[0].header.copy()
@@ -101,7 +108,7 @@ def read_wcs(path):
     if not os.path.exists(path):
         raise InputError(path, "astrometric solution (.wcs file) not found; solve the frame first")
     try:
-        with warnings.catch_warnings():
+        with _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             header = fits.getheader(path)
             wcs = WCS(header)
@@ -138,7 +145,7 @@ def _read_calib_image(path, camera):
     if not os.path.exists(path):
         raise InputError(path, "calibration file not found (set POINTING_CAMERA_META to the calibration directory)")
     try:
-        with warnings.catch_warnings():
+        with _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error")
             data = fits.getdata(path)
     except Exception as exc:

@@ -111,3 +111,31 @@ def test_nearest_guess_equals_kdtree():
         np.testing.assert_array_equal(nearest_guess(xg, yg, x, y), expected)
         assert wrong_source_flags(xg, yg, x, y).sum() == np.sum(expected != np.arange(n))
     assert len(wrong_source_flags(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))) == 0
+
+
+def test_frames_and_wcs_read_on_several_threads_at_once(small_field, small_camera):
+    """pc-archive's GPU engine reads frames on several threads. The raw reader turns warnings
+    into errors and the WCS reader ignores them, through the process-wide warning filters: not
+    serialised, one thread's "error" made another's harmless WCS warning fail a good frame."""
+    import threading
+
+    from pc_gpu.rawio import read_raw, read_wcs, wcs_path_for
+
+    failures = []
+
+    def read(k):
+        for _ in range(100):
+            try:
+                if k % 2:
+                    read_raw(small_field.raw, small_camera)
+                else:
+                    read_wcs(wcs_path_for(small_field.raw))
+            except InputError as exc:
+                failures.append(str(exc))
+
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
