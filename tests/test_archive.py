@@ -232,16 +232,21 @@ def test_discovery_order_filters_and_exclusions(archive, tmp_path):
     assert [f.name for f in discover([pattern])] == [f.name for f in only]
 
 
+def wait_for_first_done(proc, ledger, timeout=300):
+    """Wait until the run `proc` records its first done frame in `ledger` (or ends)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ledger.exists() and '"event":"done"' in ledger.read_text():
+            return
+        time.sleep(0.02)
+
+
 def test_kill9_mid_run_then_rerun_completes_exactly_once(archive, tmp_path):
     outdir = tmp_path / "out"
     proc = subprocess.Popen(archive_cmd(archive, outdir, "--workers", "2", "--chunk_size", "1"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ledger = outdir / LEDGER_NAME
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if ledger.exists() and '"event":"done"' in ledger.read_text():
-            break
-        time.sleep(0.02)
+    wait_for_first_done(proc, ledger)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -323,12 +328,7 @@ def test_dask_local_cluster_with_a_worker_killed_mid_run(archive, tmp_path):
     proc = subprocess.Popen(archive_cmd(archive, outdir, "--scheduler", "local", "--workers", "2", "--chunk_size", "2"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        ledger = outdir / LEDGER_NAME
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if ledger.exists() and '"event":"done"' in ledger.read_text():
-                break
-            time.sleep(0.02)
+        wait_for_first_done(proc, outdir / LEDGER_NAME)
         workers = _worker_pids(proc.pid)
         assert proc.poll() is None and len(workers) == 2, workers
         os.kill(workers[0], signal.SIGKILL)
