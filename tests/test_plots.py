@@ -142,3 +142,34 @@ def test_skip_checkplot_writes_no_zp_png(plot_runs):
     assert rc == 0 and _output(out, "-summary.fits") is not None
     assert _output(out, "-zp.png") is None
     assert _output(plot_runs["plain"][1], "-zp.png") is not None
+
+
+def test_zeropoint_plot_does_not_depend_on_earlier_plots(tmp_path):
+    """Each thread redraws one kept figure for every frame: a plot drawn after others (more or
+    fewer stars, no zeropoint, no star at all) is byte for byte the plot a new thread draws."""
+    import threading
+
+    from pc_gpu.plots import zeropoint_plot
+
+    rng = np.random.default_rng(5)
+    g = rng.uniform(8.0, 17.0, 3000)
+    cases = {"many": (g, g - 17.5 + rng.normal(0, 0.05, 3000), 17.5), "few": (g[:40] + 1.0, g[:40] - 19.0, 19.0),
+             "no zp": (g[:500], g[:500] - 17.0, np.nan), "empty": (np.zeros(0), np.zeros(0), np.nan)}
+
+    def draw(name):
+        path = tmp_path / f"{name}-{threading.get_ident()}.png"
+        gp, m, zp = cases[name]
+        zeropoint_plot(path, gp, m, zp, title=name, n_used=len(gp), aperture_radius_pix=2.5)
+        return path.read_bytes()
+
+    for name in cases:
+        fresh = []
+        thread = threading.Thread(target=lambda: fresh.append(draw(name)))
+        thread.start()
+        thread.join()
+        for other in cases:
+            draw(other)
+        assert draw(name) == fresh[0], name
+        text, size = _png_text(tmp_path / f"{name}-{threading.get_ident()}.png")
+        assert size == (600, 500) and text["Zeropoint"] == f"{cases[name][2]:.6f}"
+        assert int(text["Stars drawn"]) == len(cases[name][0])
