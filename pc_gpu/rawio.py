@@ -39,26 +39,67 @@ class RawFrame:
 
 
 _WARNINGS_LOCK = threading.Lock()
-"""Held while a reader changes the process-wide warning filters (catch_warnings is not
-thread-safe: pc-archive's GPU engine reads frames on several threads, and one thread's "error"
-filter turned another's ignored WCS warning into a failed frame)."""
+"""Held while the WCS and calibration readers change the process-wide warning filters
+(catch_warnings is not thread-safe, and pc-archive's GPU engine reads on several threads). The
+raw frame reader does not touch them: it checks the file's structure itself."""
 
 
-def _read_primary(path):
-    """(header, data) of the primary HDU, with any failure as an InputError naming the file."""
+def _read_primary(path, camera):
+    """(header, uint16 image) of a raw frame's primary HDU, checked before the pixels are read:
+    a FITS primary header, a 2-d BITPIX 16 image of the camera's size, and the whole image
+    present in the file. Any failure is an InputError naming the file."""
     from astropy.io import fits
 
     if not os.path.exists(path):
         raise InputError(path, "file not found")
     try:
-        with open(path, "rb") as handle, _WARNINGS_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("error")
-            with fits.open(handle, memmap=False) as hdul:
-                header = hdul[0].header.copy()
-                data = hdul[0].data
-    except Exception as exc:  # astropy raises many kinds for a bad or truncated file
-        raise InputError(path, f"not a readable FITS file, truncated? ({type(exc).__name__}: {exc})") from None
-    return header, data
+        with open(path, "rb") as handle:
+            header = fits.Header.fromfile(handle)
+            offset = handle.tell()
+            size = os.fstat(handle.fileno()).st_size
+            if header.get("SIMPLE") is not True:
+                raise ValueError("no SIMPLE = T card: not a FITS primary header")
+            _check_image_header(path, header, camera)
+            n_bytes = 2 * camera.nx * camera.ny
+            if size - offset < n_bytes:
+                raise InputError(path, f"truncated: the header announces {n_bytes} bytes of image data, "
+                                       f"the file holds {max(size - offset, 0)} after its header")
+            stored = np.empty(camera.shape, dtype=np.uint16)  # the file's big-endian bytes as read
+            if handle.readinto(memoryview(stored).cast("B")) != n_bytes:
+                raise InputError(path, "truncated: the image data ended early")
+    except InputError:
+        raise
+    except Exception as exc:  # astropy raises many kinds for a file that is not FITS
+        raise InputError(path, f"not a readable FITS file ({type(exc).__name__}: {exc})") from None
+    return header, _physical_uint16(stored, header, path)
+
+
+def _check_image_header(path, header, camera):
+    if header.get("NAXIS", 0) != 2:
+        raise InputError(path, f"primary HDU has NAXIS = {header.get('NAXIS')}, expected a 2-d image")
+    if header.get("BITPIX") != 16:
+        raise InputError(path, f"BITPIX = {header.get('BITPIX')}, expected 16 (unsigned via BZERO 32768)")
+    shape = (header.get("NAXIS1"), header.get("NAXIS2"))
+    if shape != (camera.nx, camera.ny):
+        raise InputError(path, f"image is {shape} pixels (x, y), expected {camera.nx} x {camera.ny} "
+                               f"for camera {camera.name}")
+
+
+def _physical_uint16(stored, header, path):
+    """The physical values (BSCALE, BZERO) of big-endian int16 pixels read into `stored` (a
+    native uint16 array, reused for the result where it can be), clipped to uint16."""
+    try:
+        bscale, bzero = float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0))
+    except (TypeError, ValueError):
+        raise InputError(path, "header BSCALE or BZERO is not a number") from None
+    if bscale == 1.0 and bzero == 32768.0:  # the camera's unsigned 16 bits: flip the sign bit
+        if not np.little_endian:
+            stored ^= np.uint16(0x8000)
+            return stored
+        stored ^= np.uint16(0x0080)  # the sign bit of a big-endian value seen little-endian
+        return stored.byteswap(inplace=True)
+    physical = stored.view(">i2").astype(np.float64) * bscale + bzero
+    return np.clip(physical, 0, 65535).astype(np.uint16)
 
 
 def exptime_seconds(header, path=None):
@@ -78,19 +119,9 @@ def exptime_seconds(header, path=None):
 def read_raw(path, camera):
     """Read and validate a raw frame (BITPIX 16 unsigned, camera-sized, positive exposure)."""
     path = os.fspath(path)
-    header, image = _read_primary(path)
-    if header.get("NAXIS", 0) != 2:
-        raise InputError(path, f"primary HDU has NAXIS = {header.get('NAXIS')}, expected a 2-d image")
-    if header.get("BITPIX") != 16:
-        raise InputError(path, f"BITPIX = {header.get('BITPIX')}, expected 16 (unsigned via BZERO 32768)")
-    if image is None or image.shape != camera.shape:
-        shape = None if image is None else image.shape[::-1]
-        raise InputError(path, f"image is {shape} pixels (x, y), expected {camera.nx} x {camera.ny} "
-                               f"for camera {camera.name}")
-    if image.dtype != np.uint16:
-        image = np.clip(image, 0, 65535).astype(np.uint16)
+    header, image = _read_primary(path, camera)
     exptime_s = exptime_seconds(header, path)
-    return RawFrame(path=path, image=np.ascontiguousarray(image), header=header, exptime_s=exptime_s)
+    return RawFrame(path=path, image=image, header=header, exptime_s=exptime_s)
 
 
 def wcs_path_for(raw_path):

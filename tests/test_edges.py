@@ -139,3 +139,38 @@ def test_frames_and_wcs_read_on_several_threads_at_once(small_field, small_camer
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_raw_reader_pixels_equal_astropy_and_refuses_truncated_files(small_field, small_camera, tmp_path):
+    """read_raw decodes the pixels itself (no astropy data read, no warning filters): the
+    camera's unsigned frames, a signed frame (negative values clipped to 0) and a scaled one
+    give astropy's physical values; a file cut anywhere in its image is refused as truncated."""
+    from astropy.io import fits
+
+    from pc_gpu.rawio import read_raw
+
+    with fits.open(small_field.raw) as hdul:
+        header, expected = hdul[0].header.copy(), hdul[0].data.copy()
+    frame = read_raw(small_field.raw, small_camera)
+    assert frame.image.dtype == np.uint16 and frame.image.flags.c_contiguous
+    np.testing.assert_array_equal(frame.image, expected)
+    assert list(frame.header.items()) == list(header.items())
+
+    rng = np.random.default_rng(2)
+    signed = rng.integers(-3000, 30000, small_camera.shape).astype(np.int16)
+    for name, data, scaling in (("signed", signed, {}), ("scaled", signed, {"BSCALE": 2.0, "BZERO": 100.0})):
+        path = str(tmp_path / f"{name}.fits")
+        hdu = fits.PrimaryHDU(data, header=fits.Header([("EXPOSURE", 1000.0)]))
+        hdu.header.update(scaling)
+        hdu.writeto(path)
+        with fits.open(path) as hdul:
+            physical = hdul[0].data.astype(np.float64)
+        np.testing.assert_array_equal(read_raw(path, small_camera).image,
+                                      np.clip(physical, 0, 65535).astype(np.uint16))
+
+    data = Path(small_field.raw).read_bytes()
+    for cut in (2880 + 1, len(data) - 2880 - 1):
+        path = tmp_path / f"cut{cut}.fits"
+        path.write_bytes(data[:cut])
+        with pytest.raises(InputError, match=rf"cut{cut}\.fits.*truncated: the header announces"):
+            read_raw(str(path), small_camera)
