@@ -114,9 +114,10 @@ def test_nearest_guess_equals_kdtree():
 
 
 def test_frames_and_wcs_read_on_several_threads_at_once(small_field, small_camera):
-    """pc-archive's GPU engine reads frames on several threads. The raw reader turns warnings
-    into errors and the WCS reader ignores them, through the process-wide warning filters: not
-    serialised, one thread's "error" made another's harmless WCS warning fail a good frame."""
+    """pc-archive's GPU engine reads frames on several threads. The WCS reader ignores astropy's
+    warnings through the process-wide warning filters; when the raw reader still turned them
+    into errors the same way, one thread's "error" made another's harmless WCS warning fail a
+    good frame."""
     import threading
 
     from pc_gpu.rawio import read_raw, read_wcs, wcs_path_for
