@@ -345,6 +345,13 @@ def test_pages_load_render_and_link_in_browser(reduced, browser, http_root, tmp_
     failed = browser.find_elements(By.CSS_SELECTOR, "#frames tbody tr.failed")
     assert [r.find_element(By.CSS_SELECTOR, "td.name a").text for r in failed] == [BAD_NAME]
     assert len(browser.find_elements(By.CSS_SELECTOR, "#frames tbody tr.skipped")) == 1
+    # the figures are shared by every night of a layout: this night's data came from its page
+    plotted = browser.execute_script("""
+        var doc = Bokeh.documents[0];
+        return [doc.get_model_by_name('frames').data.frame, doc.get_model_by_name('failed').data.frame];""")
+    assert sorted(plotted[0]) == sorted(r for r in reduced.frames if r != BAD_NAME
+                                        and r != reduced.frames[SLEW_AFTER + 1])
+    assert sorted(plotted[1]) == sorted([BAD_NAME, reduced.frames[SLEW_AFTER + 1]])
     shot = tmp_path / "night-page.png"
     browser.save_screenshot(str(shot))
     _check_screenshot(shot)
