@@ -40,6 +40,7 @@ _VERSION = 1
 _NIGHT = re.compile(r"^\d{8}$")
 _PARALLEL_NIGHTS = 4   # nights to build before worker processes are worth their start
 _MAX_WORKERS = 8
+_PARALLEL_READS = 400  # summaries to read before worker processes are worth their start
 _FORKED = None         # the builder a forked worker inherits
 _ZP_COLUMNS = ("quadrant", "aper_ind", "science_fov_only", "zp_adu_per_s", "n_sources_for_zp",
                "robust_sigma_mag", "bp_rp_median", "gaia_g_median")
@@ -143,25 +144,28 @@ class _Builder:
 
     def update_dirs(self, listing):
         """Re-read new or changed summaries; return the nights they touch."""
-        changed = set()
+        changed, todo = set(), []
         for sub, files in listing.items():
             sig = _digest(sorted(files.items()))
             old = self.manifest["dirs"].get(sub)
             if old is not None and old["sig"] == sig and not self.force:
                 continue
             cache = self.cache(sub)
+            todo.append((sub, files, sig, old, cache))
+        fresh = self.read_summaries([os.path.join(self.outdir, sub, name) for sub, files, _, _, cache in todo
+                                     for name, fsig in files.items()
+                                     if tuple((cache.get(name) or {}).get("sig", ())) != tuple(fsig)])
+        for sub, files, sig, old, cache in todo:
             new = {}
             for name, fsig in files.items():
                 entry = cache.get(name)
                 if entry is not None and tuple(entry["sig"]) == tuple(fsig):
                     new[name] = entry
                     continue
-                path = os.path.join(self.outdir, sub, name)
-                try:
-                    row, details = read_summary(path, self.outdir, camera=self.camera)
-                except Exception as exc:  # noqa: BLE001 - one bad file must not stop the report
-                    log.warning("%s: cannot read this summary (%s); left out of the report", path, exc)
+                read = fresh.get(os.path.join(self.outdir, sub, name))
+                if read is None:
                     continue
+                row, details = read
                 row["night"] = _safe_night(row["night"])
                 self.details[row["frame"]] = details
                 new[name] = {"sig": list(fsig), "row": row, "page": None}
@@ -176,6 +180,24 @@ class _Builder:
             changed |= set(self.manifest["dirs"].pop(sub)["nights"])
             self.caches[sub] = {}
         return changed
+
+    def read_summaries(self, paths):
+        """{path: (row, details)} of the summaries that could be read (`read_summary`; in
+        forked worker processes when there are many); one that cannot is logged and left out."""
+        workers = min(os.cpu_count() or 1, _MAX_WORKERS)
+        if workers < 2 or len(paths) < _PARALLEL_READS or "fork" not in mp.get_all_start_methods():
+            results = map(_read_one, paths, [self.outdir] * len(paths), [self.camera] * len(paths))
+        else:
+            with mp.get_context("fork").Pool(workers) as pool:
+                results = pool.starmap(_read_one, [(p, self.outdir, self.camera) for p in paths],
+                                       chunksize=max(1, len(paths) // (4 * workers)))
+        out = {}
+        for path, (read, problem) in zip(paths, results):
+            if problem is not None:
+                log.warning("%s: cannot read this summary (%s); left out of the report", path, problem)
+            else:
+                out[path] = read
+        return out
 
     def rows_of(self, night):
         """(sub, summary name, cache entry) of the night's summaries."""
@@ -326,6 +348,14 @@ class _Builder:
             title="Pointing camera nights", head=bokeh_js() + script, nights=nights, plot_div=div,
             n_frames=sum(n["n_frames"] for n in nights), refresh=0, built=self.built)
         _write_text(path, html)
+
+
+def _read_one(path, outdir, camera):
+    """(`read_summary`'s (row, details), None), or (None, why it could not be read)."""
+    try:
+        return read_summary(path, outdir, camera=camera), None
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the report
+        return None, str(exc)
 
 
 def _build_night_in_worker(task):

@@ -77,19 +77,23 @@ def _text(value):
 
 
 def _records(table):
-    """A FITS table as a list of {column: python value} (vector columns left out)."""
+    """A FITS table as a list of {column: python value} (vector columns left out; NaN and inf
+    as None, bytes as stripped text)."""
     names = [n for n in table.dtype.names if table.dtype[n].shape == ()]
+    if not names:
+        return [{} for _ in range(len(table))]
     rows = []
-    for rec in table:
+    for values in table[names].tolist():
         row = {}
-        for n in names:
-            v = rec[n]
-            if isinstance(v, (bytes, str, np.bytes_, np.str_)):
+        for n, v in zip(names, values):
+            if isinstance(v, float):
+                row[n] = v if math.isfinite(v) else None
+            elif isinstance(v, bool):
+                row[n] = float(v)
+            elif isinstance(v, (bytes, str)):
                 row[n] = _text(v)
-            elif np.issubdtype(np.asarray(v).dtype, np.integer):
-                row[n] = int(v)
             else:
-                row[n] = _num(v)
+                row[n] = int(v)
         rows.append(row)
     return rows
 
