@@ -15,6 +15,11 @@ first and the last 50 frames. The peer, in the same process: a loop of `pc-proc`
 few frames (what a user had before). GPU mode: the GPU engine with summaries only, 1, 8 and 16
 frames per batch (--gpu_batch), and where each frame's time goes (read/decode on host threads,
 each device stage, writes).
+
+`--worker_cpu N` measures instead one warm archive worker in this process (CPU backend, one
+thread, the archive's options) over N frames: CPU time (time.process_time, far less sensitive
+to other jobs on the machine than wall time) of the read and reduction and of writing each
+output, medians per frame. Run it with PYTHONPATH pointing at another checkout to compare.
 """
 
 import argparse
@@ -158,6 +163,53 @@ def peer_pc_proc(archive, n):
         return len(raws) / (time.perf_counter() - t0)
 
 
+def worker_cpu(archive, n_frames):
+    """CPU ms per frame of a warm worker: read + reduce, then the summary alone, + zp.png,
+    + thumbnail (each output's cost is the difference), medians over `n_frames` frames."""
+    import dataclasses
+
+    from pc_gpu.pipeline import Reducer, RunOptions, write_outputs
+
+    root, meta, gaia = archive
+    raws = sorted(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(root, "night1", "raw"))
+                  for f in fs if f.endswith(".fits"))[: n_frames + 2]
+    with tempfile.TemporaryDirectory(prefix="bench_worker_") as out:
+        base = RunOptions(outdir=out, write_detrended=False, nightly_subdir=True, threads=1, device="cpu",
+                          overwrite=True, checkplot=False, thumbnail=False)
+        reducer = Reducer(dataclasses.replace(base, thumbnail=True), meta_dir=meta, gaia_dir=gaia)
+        variants = {"summary": {}, "+ zp.png": {"checkplot": True}, "+ thumbnail": {"checkplot": True, "thumbnail": True}}
+        writers = {name: Reducer(dataclasses.replace(base, outdir=os.path.join(out, str(k)), **flags),
+                                 meta_dir=meta, gaia_dir=gaia)
+                   for k, (name, flags) in enumerate(variants.items())}
+        cpu = {k: [] for k in ("read + reduce", *writers)}
+        stages = {}
+        for i, raw in enumerate(raws):
+            t = time.process_time()
+            result = reducer.reduce(raw)
+            cpu["read + reduce"].append(time.process_time() - t)
+            for name, writer in writers.items():
+                t = time.process_time()
+                write_outputs(result, writer)
+                cpu[name].append(time.process_time() - t)
+            for k, v in result.timings.items():
+                stages.setdefault(k, []).append(v)
+            if i < 2:  # warm-up frames (kernels, fonts, first figure)
+                for v in (*cpu.values(), *stages.values()):
+                    v.clear()
+    med = {k: 1e3 * statistics.median(v) for k, v in cpu.items()}
+    print(f"warm worker, CPU ms per frame (median of {len(cpu['summary'])} frames, 1 thread):")
+    print(f"  read + reduce {med['read + reduce']:.1f} (stages, wall ms: "
+          + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in stages.items()) + ")")
+    print(f"  summary {med['summary']:.1f}, zp.png {med['+ zp.png'] - med['summary']:.1f}, "
+          f"thumbnail {med['+ thumbnail'] - med['+ zp.png']:.1f}")
+    total = med["read + reduce"] + med["+ thumbnail"]
+    skip = med["read + reduce"] + med["summary"]
+    cores = os.cpu_count() or 1
+    print(f"  per frame, archive defaults {total:.1f} ms, --skip_checkplot --no_thumbnail {skip:.1f} ms: "
+          f"at most {1e3 * cores / total:.1f} / {1e3 * cores / skip:.1f} frames/s on {cores} cores "
+          f"(targets >= 10 / >= 15); load average at the end {os.getloadavg()[0]:.2f}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=200)
@@ -165,10 +217,14 @@ def main(argv=None):
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--peer_frames", type=int, default=6, help="frames for the pc-proc loop")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "pc_bench_archive"))
+    p.add_argument("--worker_cpu", type=int, metavar="N", help="only the warm worker's CPU time over N frames")
     args = p.parse_args(argv)
     for key, value in environment("pyarrow").items():
         print(f"{key}: {value}")
     archive = make_archive(args.workdir, args.frames)
+    if args.worker_cpu:
+        worker_cpu(archive, args.worker_cpu)
+        return 0
     cores = os.cpu_count() or 1
     if args.device == "gpu":
         from pc_gpu.backend import gpu_problem
