@@ -64,8 +64,14 @@ def matplotlib_peer(rows, png):
     plt.close(fig)
 
 
+FRAMES_PLOTTED_JS = """
+    var doc = window.Bokeh && Bokeh.documents[0], src = doc && doc.get_model_by_name('frames');
+    return Boolean(src && src.data.t && src.data.t.length > 0);"""
+
+
 def page_load(path, repeat):
-    """Median seconds from navigation to the Bokeh plots drawn, in headless Chromium."""
+    """Median seconds from navigation to the Bokeh plots drawn with the night's frames, in
+    headless Chromium."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -85,7 +91,7 @@ def page_load(path, repeat):
             driver.get("about:blank")
             t0 = time.perf_counter()
             driver.get("file://" + path)
-            while max(driver.execute_script(CANVAS_INK_JS) or [0]) <= 500:
+            while max(driver.execute_script(CANVAS_INK_JS) or [0]) <= 500 or not driver.execute_script(FRAMES_PLOTTED_JS):
                 time.sleep(0.01)
             return time.perf_counter() - t0
         load()  # the browser's own first start
