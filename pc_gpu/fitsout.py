@@ -149,7 +149,7 @@ def _write_tables(path, records, tables):
                       ("EXTEND", True, "FITS dataset may contain extensions"),
                       ("COMMENT", "  FITS (Flexible Image Transport System) format is defined in 'Astronomy"),
                       ("COMMENT", "  and Astrophysics', volume 376, page 359; bibcode: 2001A&A...376..359H")])
-    with open(path, "xb") as fh:
+    with open(path, "wb") as fh:
         fh.write(_padded_header(primary + common))
         for name, table in tables:
             before, after = _table_cards(table.dtype, name)
