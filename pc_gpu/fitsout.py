@@ -36,15 +36,17 @@ def write_detrended(path, image, records):
     fits.PrimaryHDU(np.asarray(image, dtype=np.float32), header=header).writeto(path, overwrite=True)
 
 
-def write_summary(path, records, catalog, zeropoints, sky, streaks=None):
-    """Write the summary file: header-only primary HDU, then CATALOG, ZEROPOINTS, SKY and, when
-    `streaks` is given (streak detection ran; possibly no rows), STREAKS, each carrying the same
-    header records."""
+def write_summary(path, records, catalog, zeropoints, sky, streaks=None, conditions=None):
+    """Write the summary file: header-only primary HDU, then CATALOG, ZEROPOINTS, SKY, when
+    `streaks` is given (streak detection ran; possibly no rows) STREAKS, and when `conditions`
+    is given CONDITIONS, each carrying the same header records."""
     import fitsio
 
     tables = [("CATALOG", catalog), ("ZEROPOINTS", zeropoints), ("SKY", sky)]
     if streaks is not None:
         tables.append(("STREAKS", streaks))
+    if conditions is not None:
+        tables.append(("CONDITIONS", conditions))
     with fitsio.FITS(path, "rw", clobber=True) as f:
         f.write(None, header=records)
         for name, table in tables:
