@@ -29,7 +29,7 @@ FLAG_APER_EDGE = 1  # the largest aperture leaves the image
 FLAG_ANNULUS_EDGE = 2  # part of the annulus lies outside the image
 FLAG_NO_ANNULUS = 4  # no annulus pixel: background is NaN
 
-MOMENT_WEIGHT_PAD = 0.25
+MOMENT_WEIGHT_PAD = 0.4
 """pixels^2 added to each axis of the adaptive-moment weight: keeps it wider than a pixel on
 undersampled stars (the estimate of a Gaussian star does not depend on it)."""
 
@@ -445,8 +445,9 @@ def build(jit, arithmetic=None):
     def moments_star(img, x, y, bkg, max_hw, n_iter):
         """Adaptive (Gaussian-weighted) second moments of one star, background `bkg`
         (ADU/pixel) subtracted. Each pass weights the pixels with an elliptical Gaussian of
-        covariance W = C + MOMENT_WEIGHT_PAD (C the current estimate; the pad keeps the
-        weight wider than a pixel), measures the weighted centre offset and covariance K, and
+        covariance W = C / 2 + MOMENT_WEIGHT_PAD (C the current estimate: half of it leaves
+        a PSF's wings less say than the matched weight would; the pad keeps the weight wider
+        than a pixel), measures the weighted centre offset and covariance K, and
         sets C = (K^-1 - W^-1)^-1, the covariance of a Gaussian star that would give K (exact
         for a Gaussian whatever W; 2 K when that is not positive definite), and the centre to
         the matching Gaussian's. Pixels within 4 sigma of the weight, at most `max_hw` from
@@ -465,14 +466,15 @@ def build(jit, arithmetic=None):
         yc = y
         status = 3
         for it in range(n_iter):
-            wxx = cxx + MOMENT_WEIGHT_PAD
-            wyy = cyy + MOMENT_WEIGHT_PAD
-            det = wxx * wyy - cxy * cxy
+            wxx = 0.5 * cxx + MOMENT_WEIGHT_PAD
+            wyy = 0.5 * cyy + MOMENT_WEIGHT_PAD
+            wxy = 0.5 * cxy
+            det = wxx * wyy - wxy * wxy
             if (det <= 0.0) | (det != det):
                 return xc, yc, math.nan, math.nan, math.nan, 1
             ixx = wyy / det
             iyy = wxx / det
-            ixy = -cxy / det
+            ixy = -wxy / det
             hw = int(math.ceil(4.0 * math.sqrt(greater_j(wxx, wyy))))
             if hw > max_hw:
                 hw = max_hw
