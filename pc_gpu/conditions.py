@@ -38,7 +38,7 @@ TELEMETRY_FIELDS = ("fwhm_arcsec", "ellipticity", "transparency", "sky_mag_arcse
 
 PSF_MIN_SNR = 30.0
 """Stars measured for the image quality have at least this SNR in the standard aperture."""
-PSF_MAX_STARS = 400
+PSF_MAX_STARS = 200
 """...and are at most this many, those of highest SNR (the cost stays a few ms)."""
 PSF_ISOLATION_PIX = 8.0
 """...and have no catalogue neighbour within this distance (pixels) brighter than G + 4."""
@@ -191,8 +191,9 @@ def conditions_table(catalog, sky, camera, *, standard_aperture, per_adu, backgr
                      pixel_area_arcsec2, frame_columns=()):
     """The CONDITIONS table, one row per `REGIONS` entry.
 
-    Columns: region, quadrant, science_fov_only; fwhm_pix, fwhm_arcsec, ellipticity (1 - b/a)
-    and psf_pa_deg (major axis, deg from +x towards +y) of the median moments of n_psf_stars;
+    Columns: region, quadrant, science_fov_only; fwhm_pix and fwhm_arcsec (the median of the
+    n_psf_stars' FWHM), ellipticity (1 - b/a) and psf_pa_deg (major axis, deg from +x towards
+    +y) of their median moments;
     sky_adu_per_s (SKY's median) and sky_mag_arcsec2 (G' mag/arcsec^2); zp, zp_err, zp_median
     (the seed's estimator) and n_zp_stars in the standard aperture (aper_ind); zp_total, the
     weighted zeropoint of the largest aperture, which holds nearly all of a star's light, for
@@ -247,8 +248,9 @@ def conditions_table(catalog, sky, camera, *, standard_aperture, per_adu, backgr
                                           exptime_s, zeropoint(g_prime[sel], m_last[sel])[0] if sel.any()
                                           else math.nan)[0]
         p = psf & inside
-        fwhm, ell, pa = _shape(*(np.array([np.median(c[p])]) if p.any() else np.array([np.nan])
-                                 for c in (cxx, cyy, cxy)))
+        _, ell, pa = _shape(*(np.array([np.median(c[p])]) if p.any() else np.array([np.nan])
+                              for c in (cxx, cyy, cxy)))
+        fwhm = [np.median(catalog["fwhm_pix"][p]) if p.any() else math.nan]
         sky_rate = float(sky[0][f"median_adu{sky_keys[region]}_per_s"])
         with np.errstate(invalid="ignore", divide="ignore"):
             sky_mag = zp_total - 2.5 * np.log10(sky_rate / pixel_area_arcsec2) if sky_rate > 0 else math.nan

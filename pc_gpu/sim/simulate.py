@@ -708,8 +708,8 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
         {"name": "PSFMODEL", "value": f"{1 - _WING_WEIGHT:g}G(s)+{_WING_WEIGHT:g}G({_WING_SCALE:g}s)",
          "comment": "double Gaussian, pixel-integrated"},
     ] + [{"name": f"{key}Q{q}", "value": float(v), "comment": f"PSF {text} in quadrant {q}"}
-         for key, text, values in (("FWHM", "core FWHM (pix)", psf.fwhm_pix), ("ELL", "1 - b/a", psf.ellipticity),
-                                   ("PA", "major axis PA (deg from +x)", psf.pa_deg)) if psf is not None
+         for key, text, values in ((("FWHM", "core FWHM (pix)", psf.fwhm_pix), ("ELL", "1 - b/a", psf.ellipticity),
+                                    ("PA", "major axis PA (deg from +x)", psf.pa_deg)) if psf is not None else ())
          for q, v in enumerate(values, 1)] + [
         {"name": "NFAINT", "value": int(n_faint), "comment": "stars rendered fainter than the catalogue"},
         {"name": "PMCORR", "value": bool(proper_motion), "comment": "positions moved by proper motion"},
