@@ -21,7 +21,8 @@ import numpy as np
 from .zeropoints import zeropoint, zeropoint_stars
 
 __all__ = ["REGIONS", "TELEMETRY_FIELDS", "flux_noise_terms", "star_errors", "psf_moments",
-           "zeropoint_weighted", "conditions_table", "frame_values", "measure_conditions"]
+           "zeropoint_weighted", "aperture_corrections", "conditions_table", "frame_values",
+           "measure_conditions"]
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def _limit_mag(zp, per_adu, background, exptime_s):
     return zp - 2.5 * math.log10(flux / exptime_s)
 
 
-def conditions_table(catalog, sky, camera, *, standard_aperture, per_adu, background, exptime_s,
+def conditions_table(catalog, sky, camera, *, standard_aperture, per_adu, background, aper_corr, exptime_s,
                      pixel_area_arcsec2, frame_columns=()):
     """The CONDITIONS table, one row per `REGIONS` entry.
 
@@ -195,9 +196,11 @@ def conditions_table(catalog, sky, camera, *, standard_aperture, per_adu, backgr
     n_psf_stars' FWHM), ellipticity (1 - b/a) and psf_pa_deg (major axis, deg from +x towards
     +y) of their median moments;
     sky_adu_per_s (SKY's median) and sky_mag_arcsec2 (G' mag/arcsec^2); zp, zp_err, zp_median
-    (the seed's estimator) and n_zp_stars in the standard aperture (aper_ind); zp_total, the
-    weighted zeropoint of the largest aperture, which holds nearly all of a star's light, for
-    the sky brightness and transparency = 10^(-0.4 (camera.nominal_zp - zp_total));
+    (the seed's estimator) and n_zp_stars in the standard aperture (aper_ind); aper_corr_mag,
+    the median aperture correction of the region's PSF stars (the frame's where it has none) to
+    the camera's largest aperture, which holds nearly all of a star's light; zp_total = zp +
+    aper_corr_mag, for the sky brightness and transparency = 10^(-0.4 (camera.nominal_zp -
+    zp_total));
     lim_mag_5sigma, the G' of a point source with SNR 5 in the standard aperture; then
     `frame_columns`.
 
@@ -211,6 +214,9 @@ def conditions_table(catalog, sky, camera, *, standard_aperture, per_adu, backgr
         Index of the standard aperture in the catalogue's vector columns.
     per_adu, background : arrays
         From `flux_noise_terms`.
+    aper_corr : array (n,)
+        Per PSF star, 2.5 log10 of its flux in the camera's largest aperture over that in the
+        standard one, mag (NaN for the other stars).
     pixel_area_arcsec2 : float
         Area of a pixel on the sky at the image centre, arcsec^2.
     frame_columns : sequence of (name, value, dtype)
@@ -219,15 +225,15 @@ def conditions_table(catalog, sky, camera, *, standard_aperture, per_adu, backgr
     good = zeropoint_stars(catalog, camera)
     in_sci = catalog["in_science_fov"] != 0
     k = standard_aperture
-    last = background.shape[1] - 1
-    g_prime = catalog["G_PRIME"]
-    m_inst, m_last = catalog["m_inst"][:, k], catalog["m_inst"][:, last]
+    g_prime, m_inst = catalog["G_PRIME"], catalog["m_inst"][:, k]
+    finite_corr = aper_corr[np.isfinite(aper_corr)]
+    frame_corr = float(np.median(finite_corr)) if len(finite_corr) else math.nan
     cxx, cyy, cxy = catalog["psf_cxx"], catalog["psf_cyy"], catalog["psf_cxy"]
     psf = np.isfinite(cxx)
     dtype = [("region", "S5"), ("quadrant", "i8"), ("science_fov_only", "i8"), ("fwhm_pix", "f8"),
              ("fwhm_arcsec", "f8"), ("ellipticity", "f8"), ("psf_pa_deg", "f8"), ("n_psf_stars", "i8"),
              ("sky_adu_per_s", "f8"), ("sky_mag_arcsec2", "f8"), ("zp", "f8"), ("zp_err", "f8"),
-             ("zp_median", "f8"), ("zp_total", "f8"), ("transparency", "f8"), ("lim_mag_5sigma", "f8"), ("n_zp_stars", "i8"),
+             ("zp_median", "f8"), ("aper_corr_mag", "f8"), ("zp_total", "f8"), ("transparency", "f8"), ("lim_mag_5sigma", "f8"), ("n_zp_stars", "i8"),
              ("aper_ind", "i8")]
     dtype += [(name, dt) for name, _, dt in frame_columns]
     table = np.zeros(len(REGIONS), dtype=dtype)
@@ -242,11 +248,9 @@ def conditions_table(catalog, sky, camera, *, standard_aperture, per_adu, backgr
         sel = good & inside
         zp, zp_err, n_zp = zeropoint_weighted(g_prime[sel], m_inst[sel], per_adu[sel], background[sel, k],
                                               exptime_s, zp_median)
-        zp_total = zp
-        if last != k:
-            zp_total = zeropoint_weighted(g_prime[sel], m_last[sel], per_adu[sel], background[sel, last],
-                                          exptime_s, zeropoint(g_prime[sel], m_last[sel])[0] if sel.any()
-                                          else math.nan)[0]
+        corr = aper_corr[inside & np.isfinite(aper_corr)]
+        corr = float(np.median(corr)) if len(corr) else frame_corr
+        zp_total = zp + corr
         p = psf & inside
         _, ell, pa = _shape(*(np.array([np.median(c[p])]) if p.any() else np.array([np.nan])
                               for c in (cxx, cyy, cxy)))
@@ -261,7 +265,7 @@ def conditions_table(catalog, sky, camera, *, standard_aperture, per_adu, backgr
         row["ellipticity"], row["psf_pa_deg"], row["n_psf_stars"] = ell[0], pa[0], int(p.sum())
         row["sky_adu_per_s"], row["sky_mag_arcsec2"] = sky_rate, sky_mag
         row["zp"], row["zp_err"], row["zp_median"] = zp, zp_err, zp_median
-        row["zp_total"] = zp_total
+        row["aper_corr_mag"], row["zp_total"] = corr, zp_total
         row["transparency"] = 10.0 ** (-0.4 * (camera.nominal_zp - zp_total))
         row["lim_mag_5sigma"], row["n_zp_stars"], row["aper_ind"] = lim, n_zp, k
     for name, value, _ in frame_columns:
@@ -287,8 +291,31 @@ def _append_columns(table, columns):
     return out
 
 
+def aperture_corrections(image, catalog, phot, psf, camera, backend, *, radii, standard_aperture, bg_sigclip):
+    """Per star, 2.5 log10(flux in the camera's largest aperture / flux in the standard one),
+    mag (what a zeropoint of the standard aperture gains to become one of total light), for the stars of mask `psf` (NaN for the others); measured here when the frame's
+    radii lack the largest (`--one_aper`)."""
+    from .photometry import aperture_photometry
+
+    out = np.full(len(catalog), np.nan)
+    idx = np.flatnonzero(psf)
+    big = float(camera.aperture_radii_pix[-1])
+    if len(idx) == 0:
+        return out
+    if float(radii[-1]) == big:
+        f_big = phot["flux_adu"][idx, -1]
+    else:
+        f_big = aperture_photometry(image, catalog["xcentroid"][idx], catalog["ycentroid"][idx], camera, backend,
+                                    radii=(big,), bg_sigclip=bg_sigclip)["flux_adu"][:, 0]
+    f_std = phot["flux_adu"][idx, standard_aperture]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[idx] = np.where((f_big > 0) & (f_std > 0), 2.5 * np.log10(f_big / f_std), np.nan)
+    return out
+
+
 def measure_conditions(catalog, image, phot, camera, calibrations, backend, sky, *, exptime_s,
-                       radii, standard_aperture, flatfield, pixel_area_arcsec2, frame_columns=()):
+                       radii, standard_aperture, flatfield, pixel_area_arcsec2, bg_sigclip=False,
+                       frame_columns=()):
     """The new CATALOG columns and the CONDITIONS table of one frame.
 
     Parameters
@@ -316,7 +343,9 @@ def measure_conditions(catalog, image, phot, camera, calibrations, backend, sky,
     names = ["flux_adu_err", "snr", "m_inst_err", "psf_cxx", "psf_cyy", "psf_cxy", "fwhm_pix",
              "ellipticity", "psf_pa_deg"]
     catalog = _append_columns(catalog, zip(names, [err, snr, m_err, cxx, cyy, cxy, fwhm, ell, pa]))
+    aper_corr = aperture_corrections(image, catalog, phot, np.isfinite(cxx), camera, backend, radii=radii,
+                                     standard_aperture=standard_aperture, bg_sigclip=bg_sigclip)
     table = conditions_table(catalog, sky, camera, standard_aperture=standard_aperture, per_adu=per_adu,
-                             background=background, exptime_s=exptime_s,
+                             background=background, aper_corr=aper_corr, exptime_s=exptime_s,
                              pixel_area_arcsec2=pixel_area_arcsec2, frame_columns=frame_columns)
     return catalog, table

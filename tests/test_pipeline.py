@@ -164,6 +164,9 @@ def test_telemetry_hash_equals_summary(demo_field, cpu, redis_server, redis_clie
     expected_fields = {"timestamp", "zp_adu_per_s", "sky_adu_per_s", "mjd_obs", "n_stars_for_zp", "flag",
                        "sky_adu_per_s_desi", "zp_adu_per_s_desi", "n_stars_for_zp_desi"}
     expected_fields |= {f"{p}_q{q}" for p in ("sky_adu_per_s", "zp_adu_per_s", "n_stars_for_zp") for q in range(1, 5)}
+    conditions = fitsio.read(paths["summary"], ext="CONDITIONS")[0]
+    for name in ("fwhm_arcsec", "ellipticity", "transparency", "sky_mag_arcsec2", "zp_err", "lim_mag_5sigma"):
+        assert float(got.pop(name)) == conditions[name], name
     assert set(got) == expected_fields
     zps = fitsio.read(paths["summary"], ext="ZEROPOINTS")
     sky = fitsio.read(paths["summary"], ext="SKY")[0]
