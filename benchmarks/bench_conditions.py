@@ -104,7 +104,7 @@ def main(argv=None):
     phot = aperture_photometry(image, x, y, camera, backend, radii=reducer.radii)
 
     def conditions():
-        measure_conditions(base, image, phot, camera, reducer.calibrations, backend, result.sky,
+        measure_conditions(base, image, phot, camera, reducer.calibrations, backend, result.sky, result.zeropoints,
                            exptime_s=frame.exptime_s, radii=reducer.radii,
                            standard_aperture=reducer.standard_aperture, flatfield=True,
                            pixel_area_arcsec2=camera.pixel_scale_arcsec ** 2)

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .zeropoints import zeropoint, zeropoint_stars
+from .zeropoints import zeropoint_stars
 
 __all__ = ["REGIONS", "TELEMETRY_FIELDS", "flux_noise_terms", "star_errors", "psf_moments",
            "zeropoint_weighted", "aperture_corrections", "conditions_table", "frame_values",
@@ -188,7 +188,7 @@ def _limit_mag(zp, per_adu, background, exptime_s):
     return zp - 2.5 * math.log10(flux / exptime_s)
 
 
-def conditions_table(catalog, sky, camera, *, standard_aperture, per_adu, background, aper_corr, exptime_s,
+def conditions_table(catalog, sky, zeropoints, camera, *, standard_aperture, per_adu, background, aper_corr, exptime_s,
                      pixel_area_arcsec2, frame_columns=()):
     """The CONDITIONS table, one row per `REGIONS` entry.
 
@@ -208,8 +208,8 @@ def conditions_table(catalog, sky, camera, *, standard_aperture, per_adu, backgr
     ----------
     catalog : structured array
         CATALOG with the new columns (`measure_conditions`).
-    sky : structured array
-        The one-row SKY table.
+    sky, zeropoints : structured arrays
+        The one-row SKY table and ZEROPOINTS (for the seed's median).
     standard_aperture : int
         Index of the standard aperture in the catalogue's vector columns.
     per_adu, background : arrays
@@ -243,8 +243,8 @@ def conditions_table(catalog, sky, camera, *, standard_aperture, per_adu, backgr
         inside = np.ones(len(catalog), bool) if quadrant == 0 else catalog["quadrant"] == quadrant
         if sci_only:
             inside &= in_sci
-        zp_median, _ = zeropoint(g_prime[good & inside], m_inst[good & inside]) if (good & inside).any() \
-            else (math.nan, math.nan)
+        zp_median = float(zeropoints["zp_adu_per_s"][(zeropoints["quadrant"] == quadrant) & (zeropoints["aper_ind"] == k)
+                                                     & (zeropoints["science_fov_only"] == sci_only)][0])
         sel = good & inside
         zp, zp_err, n_zp = zeropoint_weighted(g_prime[sel], m_inst[sel], per_adu[sel], background[sel, k],
                                               exptime_s, zp_median)
@@ -313,7 +313,7 @@ def aperture_corrections(image, catalog, phot, psf, camera, backend, *, radii, s
     return out
 
 
-def measure_conditions(catalog, image, phot, camera, calibrations, backend, sky, *, exptime_s,
+def measure_conditions(catalog, image, phot, camera, calibrations, backend, sky, zeropoints, *, exptime_s,
                        radii, standard_aperture, flatfield, pixel_area_arcsec2, bg_sigclip=False,
                        frame_columns=()):
     """The new CATALOG columns and the CONDITIONS table of one frame.
@@ -328,8 +328,8 @@ def measure_conditions(catalog, image, phot, camera, calibrations, backend, sky,
         From `photometry.aperture_photometry` (host arrays; flux_adu, bkg_median, n_annulus).
     calibrations : detrend.DeviceCalibrations
         For the flat and dark at each star.
-    sky : structured array
-        The SKY table.
+    sky, zeropoints : structured arrays
+        The SKY and ZEROPOINTS tables.
 
     Returns (catalog with flux_adu_err, snr, m_inst_err (per aperture), psf_cxx, psf_cyy,
     psf_cxy (pix^2), fwhm_pix, ellipticity, psf_pa_deg appended; CONDITIONS table).
@@ -345,7 +345,7 @@ def measure_conditions(catalog, image, phot, camera, calibrations, backend, sky,
     catalog = _append_columns(catalog, zip(names, [err, snr, m_err, cxx, cyy, cxy, fwhm, ell, pa]))
     aper_corr = aperture_corrections(image, catalog, phot, np.isfinite(cxx), camera, backend, radii=radii,
                                      standard_aperture=standard_aperture, bg_sigclip=bg_sigclip)
-    table = conditions_table(catalog, sky, camera, standard_aperture=standard_aperture, per_adu=per_adu,
+    table = conditions_table(catalog, sky, zeropoints, camera, standard_aperture=standard_aperture, per_adu=per_adu,
                              background=background, aper_corr=aper_corr, exptime_s=exptime_s,
                              pixel_area_arcsec2=pixel_area_arcsec2, frame_columns=frame_columns)
     return catalog, table

@@ -285,7 +285,7 @@ class Reducer:
         sky = sky_table(stats, quad_rms, info)
         t["zeropoints"] = time.perf_counter()
         catalog, conditions = measure_conditions(
-            catalog, image, phot, cam, calib, be, sky, exptime_s=frame.exptime_s, radii=self.radii,
+            catalog, image, phot, cam, calib, be, sky, zps, exptime_s=frame.exptime_s, radii=self.radii,
             standard_aperture=self.standard_aperture, flatfield=o.flatfield, bg_sigclip=o.bg_sigclip,
             pixel_area_arcsec2=abs(float(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0 ** 2,
             frame_columns=[("fname_raw", raw_path, _string_dtype(raw_path)), ("mjd_obs", m["mjd"], "f8"),

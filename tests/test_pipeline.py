@@ -116,7 +116,7 @@ def test_output_files_and_columns(reduced):
     for key in ("detrended", "summary", "zp_plot", "detrended_plot", "quiver_plot"):
         assert os.path.getsize(paths[key]) > 0
     with fitsio.FITS(paths["summary"]) as f:
-        assert [h.get_extname() for h in f][1:] == ["CATALOG", "ZEROPOINTS", "SKY"]
+        assert [h.get_extname() for h in f][1:] == ["CATALOG", "ZEROPOINTS", "SKY", "CONDITIONS"]
         zps, sky, cat = f["ZEROPOINTS"].read(), f["SKY"].read(), f["CATALOG"].read()
         assert f["CATALOG"].read_header()["DATE"] == f[0].read_header()["DATE"]
     assert len(zps) == 42

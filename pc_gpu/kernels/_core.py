@@ -537,7 +537,7 @@ def build(jit, arithmetic=None):
             cxy = nxy
             if (abs(xc - x) > 3.0) | (abs(yc - y) > 3.0) | (cxx <= 0.0) | (cyy <= 0.0):
                 return xc, yc, math.nan, math.nan, math.nan, 1
-            if change < 1e-6 * (cxx + cyy):
+            if change < 1e-5 * (cxx + cyy):
                 if status == 3:
                     status = 0
                 return xc, yc, cxx, cyy, cxy, status
