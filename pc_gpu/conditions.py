@@ -13,7 +13,6 @@ ZEROPOINTS keeps), transparency against the camera's clear-sky zeropoint, and th
 point-source limit in the standard aperture.
 """
 
-import logging
 import math
 
 import numpy as np
@@ -23,8 +22,6 @@ from .zeropoints import zeropoint_stars
 __all__ = ["REGIONS", "TELEMETRY_FIELDS", "flux_noise_terms", "star_errors", "psf_moments",
            "zeropoint_weighted", "aperture_corrections", "conditions_table", "frame_values",
            "measure_conditions"]
-
-log = logging.getLogger(__name__)
 
 MAG_PER_LN = 2.5 / math.log(10.0)
 GAUSS_FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -47,7 +44,7 @@ ZP_MAX_ERR_MAG = 0.2
 """The weighted zeropoint uses stars whose predicted m_inst error is below this (mag)."""
 
 
-def flux_noise_terms(phot, xc, yc, camera, calibrations, backend, *, exptime_s, radii, flatfield):
+def flux_noise_terms(phot, catalog, camera, calibrations, backend, *, exptime_s, radii, flatfield):
     """The two parts of each star's flux variance that do not depend on its flux.
 
     var(flux_adu) = max(flux_adu, 0) * per_adu + background, in detrended ADU^2: per_adu =
@@ -59,17 +56,15 @@ def flux_noise_terms(phot, xc, yc, camera, calibrations, backend, *, exptime_s, 
 
     Returns (per_adu (n,), background (n, n_radii)).
     """
-    n = len(xc)
-    ix = np.clip(np.round(xc).astype(np.int64), 0, camera.nx - 1)
-    iy = np.clip(np.round(yc).astype(np.int64), 0, camera.ny - 1)
+    n = len(catalog)
+    ix = np.clip(np.round(catalog["xcentroid"]).astype(np.int64), 0, camera.nx - 1)
+    iy = np.clip(np.round(catalog["ycentroid"]).astype(np.int64), 0, camera.ny - 1)
     flat = backend.to_host(calibrations.flat[backend.asarray(iy), backend.asarray(ix)]).astype(np.float64) \
         if flatfield and n else np.ones(n)
     dark = backend.to_host(calibrations.dark[backend.asarray(iy), backend.asarray(ix)]).astype(np.float64) \
         if n else np.zeros(n)
     flat = np.where(flat > 0, flat, 1.0)
-    hx, hy = camera.nx // 2, camera.ny // 2
-    quadrant = np.where(iy >= hy, np.where(ix >= hx, 0, 1), np.where(ix < hx, 2, 3))
-    read = np.asarray(camera.read_noise_adu, np.float64)[quadrant]
+    read = np.asarray(camera.read_noise_adu, np.float64)[catalog["quadrant"] - 1]
     gain = camera.gain_e_per_adu
     sky = np.nan_to_num(np.maximum(phot["bkg_median"], 0.0))
     s2 = ((sky * flat + np.maximum(dark, 0.0) * exptime_s) / gain + read ** 2) / flat ** 2
@@ -79,7 +74,7 @@ def flux_noise_terms(phot, xc, yc, camera, calibrations, backend, *, exptime_s, 
     return 1.0 / (gain * flat), background
 
 
-def star_errors(flux_adu, per_adu, background, exptime_s):
+def star_errors(flux_adu, per_adu, background):
     """(flux_adu_err (ADU), snr, m_inst_err (mag; NaN where flux <= 0)), each (n, n_radii)."""
     err = np.sqrt(np.maximum(flux_adu, 0.0) * per_adu[:, None] + background)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -188,8 +183,8 @@ def _limit_mag(zp, per_adu, background, exptime_s):
     return zp - 2.5 * math.log10(flux / exptime_s)
 
 
-def conditions_table(catalog, sky, zeropoints, camera, *, standard_aperture, per_adu, background, aper_corr, exptime_s,
-                     pixel_area_arcsec2, frame_columns=()):
+def conditions_table(catalog, sky, zeropoints, camera, *, standard_aperture, per_adu, background, aper_corr,
+                     exptime_s, pixel_area_arcsec2, frame_columns=()):
     """The CONDITIONS table, one row per `REGIONS` entry.
 
     Columns: region, quadrant, science_fov_only; fwhm_pix and fwhm_arcsec (the median of the
@@ -233,8 +228,8 @@ def conditions_table(catalog, sky, zeropoints, camera, *, standard_aperture, per
     dtype = [("region", "S5"), ("quadrant", "i8"), ("science_fov_only", "i8"), ("fwhm_pix", "f8"),
              ("fwhm_arcsec", "f8"), ("ellipticity", "f8"), ("psf_pa_deg", "f8"), ("n_psf_stars", "i8"),
              ("sky_adu_per_s", "f8"), ("sky_mag_arcsec2", "f8"), ("zp", "f8"), ("zp_err", "f8"),
-             ("zp_median", "f8"), ("aper_corr_mag", "f8"), ("zp_total", "f8"), ("transparency", "f8"), ("lim_mag_5sigma", "f8"), ("n_zp_stars", "i8"),
-             ("aper_ind", "i8")]
+             ("zp_median", "f8"), ("aper_corr_mag", "f8"), ("zp_total", "f8"), ("transparency", "f8"),
+             ("lim_mag_5sigma", "f8"), ("n_zp_stars", "i8"), ("aper_ind", "i8")]
     dtype += [(name, dt) for name, _, dt in frame_columns]
     table = np.zeros(len(REGIONS), dtype=dtype)
     scale = math.sqrt(pixel_area_arcsec2)
@@ -243,8 +238,9 @@ def conditions_table(catalog, sky, zeropoints, camera, *, standard_aperture, per
         inside = np.ones(len(catalog), bool) if quadrant == 0 else catalog["quadrant"] == quadrant
         if sci_only:
             inside &= in_sci
-        zp_median = float(zeropoints["zp_adu_per_s"][(zeropoints["quadrant"] == quadrant) & (zeropoints["aper_ind"] == k)
-                                                     & (zeropoints["science_fov_only"] == sci_only)][0])
+        seed_row = ((zeropoints["quadrant"] == quadrant) & (zeropoints["aper_ind"] == k)
+                    & (zeropoints["science_fov_only"] == sci_only))
+        zp_median = float(zeropoints["zp_adu_per_s"][seed_row][0])
         sel = good & inside
         zp, zp_err, n_zp = zeropoint_weighted(g_prime[sel], m_inst[sel], per_adu[sel], background[sel, k],
                                               exptime_s, zp_median)
@@ -293,8 +289,9 @@ def _append_columns(table, columns):
 
 def aperture_corrections(image, catalog, phot, psf, camera, backend, *, radii, standard_aperture, bg_sigclip):
     """Per star, 2.5 log10(flux in the camera's largest aperture / flux in the standard one),
-    mag (what a zeropoint of the standard aperture gains to become one of total light), for the stars of mask `psf` (NaN for the others); measured here when the frame's
-    radii lack the largest (`--one_aper`)."""
+    mag (what a zeropoint of the standard aperture gains to become one of total light), for
+    the stars of mask `psf` (NaN for the others); measured here when the frame's radii lack the
+    largest (`--one_aper`)."""
     from .photometry import aperture_photometry
 
     out = np.full(len(catalog), np.nan)
@@ -334,10 +331,9 @@ def measure_conditions(catalog, image, phot, camera, calibrations, backend, sky,
     Returns (catalog with flux_adu_err, snr, m_inst_err (per aperture), psf_cxx, psf_cyy,
     psf_cxy (pix^2), fwhm_pix, ellipticity, psf_pa_deg appended; CONDITIONS table).
     """
-    per_adu, background = flux_noise_terms(phot, catalog["xcentroid"], catalog["ycentroid"], camera,
-                                           calibrations, backend, exptime_s=exptime_s, radii=radii,
-                                           flatfield=flatfield)
-    err, snr, m_err = star_errors(phot["flux_adu"], per_adu, background, exptime_s)
+    per_adu, background = flux_noise_terms(phot, catalog, camera, calibrations, backend, exptime_s=exptime_s,
+                                           radii=radii, flatfield=flatfield)
+    err, snr, m_err = star_errors(phot["flux_adu"], per_adu, background)
     cxx, cyy, cxy = psf_moments(image, catalog, phot["bkg_median"], snr[:, standard_aperture], camera, backend)
     fwhm, ell, pa = _shape(cxx, cyy, cxy)
     names = ["flux_adu_err", "snr", "m_inst_err", "psf_cxx", "psf_cyy", "psf_cxy", "fwhm_pix",
