@@ -36,7 +36,7 @@ TELEMETRY_FIELDS = ("fwhm_arcsec", "ellipticity", "transparency", "sky_mag_arcse
 
 PSF_MIN_SNR = 30.0
 """Stars measured for the image quality have at least this SNR in the standard aperture."""
-PSF_MAX_STARS = 200
+PSF_MAX_STARS = 150
 """...and are at most this many, those of highest SNR (the cost stays a few ms)."""
 PSF_ISOLATION_PIX = 8.0
 """...and have no catalogue neighbour within this distance (pixels) brighter than G + 4."""
@@ -83,11 +83,11 @@ def star_errors(flux_adu, per_adu, background):
     return err, snr, m_err
 
 
-def psf_moments(image, catalog, bkg, snr, camera, backend):
+def psf_moments(image, catalog, good, bkg, snr, backend):
     """Adaptive moments of the stars fit for image quality, with the pixel's 1/12 pix^2
     removed.
 
-    Stars: usable for zeropoints, SNR >= `PSF_MIN_SNR` in the standard aperture, no
+    Stars: `good` (usable for zeropoints), SNR >= `PSF_MIN_SNR` in the standard aperture, no
     catalogue neighbour within `PSF_ISOLATION_PIX` brighter than G + 4, at most
     `PSF_MAX_STARS` of them (highest SNR).
 
@@ -99,7 +99,7 @@ def psf_moments(image, catalog, bkg, snr, camera, backend):
     out = np.full((3, n), np.nan)
     if n == 0:
         return out
-    cand = zeropoint_stars(catalog, camera) & (snr >= PSF_MIN_SNR) & np.isfinite(bkg)
+    cand = good & (snr >= PSF_MIN_SNR) & np.isfinite(bkg)
     xy = np.column_stack([catalog["xcentroid"], catalog["ycentroid"]])
     g = catalog["PHOT_G_MEAN_MAG"].astype(np.float64)
     pairs = cKDTree(xy).query_pairs(PSF_ISOLATION_PIX, output_type="ndarray")
@@ -183,8 +183,8 @@ def _limit_mag(zp, per_adu, background, exptime_s):
     return zp - 2.5 * math.log10(flux / exptime_s)
 
 
-def conditions_table(catalog, sky, zeropoints, camera, *, standard_aperture, per_adu, background, aper_corr,
-                     exptime_s, pixel_area_arcsec2, frame_columns=()):
+def conditions_table(catalog, sky, zeropoints, camera, *, good, standard_aperture, per_adu, background,
+                     aper_corr, exptime_s, pixel_area_arcsec2, frame_columns=()):
     """The CONDITIONS table, one row per `REGIONS` entry.
 
     Columns: region, quadrant, science_fov_only; fwhm_pix and fwhm_arcsec (the median of the
@@ -205,6 +205,8 @@ def conditions_table(catalog, sky, zeropoints, camera, *, standard_aperture, per
         CATALOG with the new columns (`measure_conditions`).
     sky, zeropoints : structured arrays
         The one-row SKY table and ZEROPOINTS (for the seed's median).
+    good : bool array
+        The stars usable for zeropoints (`zeropoints.zeropoint_stars`).
     standard_aperture : int
         Index of the standard aperture in the catalogue's vector columns.
     per_adu, background : arrays
@@ -217,7 +219,6 @@ def conditions_table(catalog, sky, zeropoints, camera, *, standard_aperture, per
     frame_columns : sequence of (name, value, dtype)
         Frame-level columns repeated on every row, after the others.
     """
-    good = zeropoint_stars(catalog, camera)
     in_sci = catalog["in_science_fov"] != 0
     k = standard_aperture
     g_prime, m_inst = catalog["G_PRIME"], catalog["m_inst"][:, k]
@@ -334,14 +335,15 @@ def measure_conditions(catalog, image, phot, camera, calibrations, backend, sky,
     per_adu, background = flux_noise_terms(phot, catalog, camera, calibrations, backend, exptime_s=exptime_s,
                                            radii=radii, flatfield=flatfield)
     err, snr, m_err = star_errors(phot["flux_adu"], per_adu, background)
-    cxx, cyy, cxy = psf_moments(image, catalog, phot["bkg_median"], snr[:, standard_aperture], camera, backend)
+    good = zeropoint_stars(catalog, camera)
+    cxx, cyy, cxy = psf_moments(image, catalog, good, phot["bkg_median"], snr[:, standard_aperture], backend)
     fwhm, ell, pa = _shape(cxx, cyy, cxy)
     names = ["flux_adu_err", "snr", "m_inst_err", "psf_cxx", "psf_cyy", "psf_cxy", "fwhm_pix",
              "ellipticity", "psf_pa_deg"]
     catalog = _append_columns(catalog, zip(names, [err, snr, m_err, cxx, cyy, cxy, fwhm, ell, pa]))
     aper_corr = aperture_corrections(image, catalog, phot, np.isfinite(cxx), camera, backend, radii=radii,
                                      standard_aperture=standard_aperture, bg_sigclip=bg_sigclip)
-    table = conditions_table(catalog, sky, zeropoints, camera, standard_aperture=standard_aperture, per_adu=per_adu,
-                             background=background, aper_corr=aper_corr, exptime_s=exptime_s,
+    table = conditions_table(catalog, sky, zeropoints, camera, good=good, standard_aperture=standard_aperture,
+                             per_adu=per_adu, background=background, aper_corr=aper_corr, exptime_s=exptime_s,
                              pixel_area_arcsec2=pixel_area_arcsec2, frame_columns=frame_columns)
     return catalog, table
