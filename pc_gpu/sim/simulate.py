@@ -48,6 +48,7 @@ _STAMP_HW = 7           # stamp half-width, pixels (15 x 15)
 _BRIGHT_HW = 20         # stamp half-width for stars brighter than _BRIGHT_ADU in total
 _BRIGHT_ADU = 5.0e4
 _APER_HW = 6            # half-width of the box holding every aperture (r <= 5 pix)
+_FAINT_HW = 4           # stamp half-width of the stars below the catalogue (9 x 9)
 _DOME_TRANSMISSION = 0.02
 _MJD0 = dt.datetime(1858, 11, 17)
 
@@ -413,6 +414,17 @@ def _random_streaks(rng, n, camera):
     return out
 
 
+def _add_stamps(signal, box, ix0, iy0, flux, camera):
+    """Add PSF boxes (fractions, lower-left pixel ix0, iy0) times `flux` into the flat `signal`."""
+    ny, nx = camera.shape
+    size = box.shape[1]
+    cols = ix0[:, None, None] + np.arange(size)[None, None, :]
+    rows = iy0[:, None, None] + np.arange(size)[None, :, None]
+    ok = (cols >= 0) & (cols < nx) & (rows >= 0) & (rows < ny)
+    values = box * flux[:, None, None]
+    signal += np.bincount((rows * nx + cols)[ok], weights=values[ok], minlength=ny * nx)
+
+
 def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
                    obs_time="2021-06-12T05:11:06", frame_number=1, camera=EL_NINO,
                    calibrations=None, seed=0, zp=None, cloud_mag=0.0, cloud_gradient_mag=0.0,
@@ -560,13 +572,7 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
     for sel, hw in ((~bright, _STAMP_HW), (bright, _BRIGHT_HW)):
         if not sel.any():
             continue
-        box, ix0, iy0 = boxes(sel, hw)
-        size = 2 * hw + 1
-        cols = ix0[:, None, None] + np.arange(size)[None, None, :]
-        rows = iy0[:, None, None] + np.arange(size)[None, :, None]
-        ok = (cols >= 0) & (cols < nx) & (rows >= 0) & (rows < ny)
-        values = box * flux_clear[sel][:, None, None]
-        signal += np.bincount((rows * nx + cols)[ok], weights=values[ok], minlength=ny * nx)
+        _add_stamps(signal, *boxes(sel, hw), flux_clear[sel], camera)
     n_faint = 0
     if faint_g_max is not None:
         from astropy.coordinates import SkyCoord
@@ -576,16 +582,12 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
                                       g_range=(max_g, faint_g_max))
         n_faint = len(fx)
         if psf is None:
-            sigma_f = fwhm_pix + (fwhm_corner_pix - fwhm_pix) * (np.hypot(fx - xc, fy - yc) / r_corner) ** 2
-            box, ix0, iy0 = _psf_box(fx, fy, sigma_f / (2.0 * np.sqrt(2.0 * np.log(2.0))), 4)
+            fwhm_f = fwhm_pix + (fwhm_corner_pix - fwhm_pix) * (np.hypot(fx - xc, fy - yc) / r_corner) ** 2
+            stamps = _psf_box(fx, fy, fwhm_f / (2.0 * np.sqrt(2.0 * np.log(2.0))), _FAINT_HW)
         else:
-            box, ix0, iy0 = boxes(slice(None), 4, fx, fy, psf.star_shapes(fx, fy, camera))
+            stamps = boxes(slice(None), _FAINT_HW, fx, fy, psf.star_shapes(fx, fy, camera))
         f_flux = 10.0 ** (-0.4 * (fg - (zp - cloud_mag - cloud_gradient_mag * (fx - xc) / nx)))
-        cols = ix0[:, None, None] + np.arange(9)[None, None, :]
-        rows = iy0[:, None, None] + np.arange(9)[None, :, None]
-        ok = (cols >= 0) & (cols < nx) & (rows >= 0) & (rows < ny)
-        values = box * f_flux[:, None, None]
-        signal += np.bincount((rows * nx + cols)[ok], weights=values[ok], minlength=ny * nx)
+        _add_stamps(signal, *stamps, f_flux, camera)
     signal = signal.reshape(ny, nx).astype(np.float32)
 
     # ---- sky, streaks, dome
