@@ -41,13 +41,15 @@ def write_detrended(path, image, records):
     fits.PrimaryHDU(np.asarray(image, dtype=np.float32), header=header).writeto(path, overwrite=True)
 
 
-def write_summary(path, records, catalog, zeropoints, sky, streaks=None):
-    """Write the summary file: header-only primary HDU, then CATALOG, ZEROPOINTS, SKY and, when
-    `streaks` is given (streak detection ran; possibly no rows), STREAKS, each carrying the same
-    header records."""
+def write_summary(path, records, catalog, zeropoints, sky, streaks=None, conditions=None):
+    """Write the summary file: header-only primary HDU, then CATALOG, ZEROPOINTS, SKY, when
+    `streaks` is given (streak detection ran; possibly no rows) STREAKS, and when `conditions`
+    is given CONDITIONS, each carrying the same header records."""
     tables = [("CATALOG", catalog), ("ZEROPOINTS", zeropoints), ("SKY", sky)]
     if streaks is not None:
         tables.append(("STREAKS", streaks))
+    if conditions is not None:
+        tables.append(("CONDITIONS", conditions))
     if all(_columns(table.dtype) is not None for _, table in tables):
         _write_tables(path, records, tables)
     else:

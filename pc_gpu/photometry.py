@@ -26,7 +26,8 @@ def aperture_photometry(image, x, y, camera, backend, *, radii, bg_sigclip=False
     -------
     dict of host arrays: aperture_sum (n, n_radii) ADU (exact circle/pixel overlap),
     bkg_median (n,) ADU/pixel (pixels whose centres lie in the camera's annulus),
-    aper_bkg (n, n_radii) = bkg_median * pi r^2, flux_adu = aperture_sum - aper_bkg.
+    aper_bkg (n, n_radii) = bkg_median * pi r^2, flux_adu = aperture_sum - aper_bkg,
+    n_annulus (n,) pixels behind each median.
     """
     radii = np.asarray(radii, dtype=np.float64)
     r_in, r_out = camera.annulus_pix
@@ -37,4 +38,5 @@ def aperture_photometry(image, x, y, camera, backend, *, radii, bg_sigclip=False
     sums = backend.to_host(result[0]).astype(np.float64)
     bkg = backend.to_host(result[1]).astype(np.float64)
     aper_bkg = bkg[:, None] * (np.pi * radii**2)[None, :]
-    return {"aperture_sum": sums, "bkg_median": bkg, "aper_bkg": aper_bkg, "flux_adu": sums - aper_bkg}
+    return {"aperture_sum": sums, "bkg_median": bkg, "aper_bkg": aper_bkg, "flux_adu": sums - aper_bkg,
+            "n_annulus": backend.to_host(result[2]).astype(np.int64)}

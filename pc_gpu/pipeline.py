@@ -15,6 +15,7 @@ from . import __version__
 from .camera import EL_NINO
 from .calibcache import load_calibrations
 from .catalog import catalog_table
+from .conditions import measure_conditions
 from .centroid import max_centroid_shift, recentroid, wrong_source_flags
 from .detrend import detrend, dome_flag, prepare_calibrations
 from .errors import InputError, TelescopeMotion
@@ -24,7 +25,7 @@ from .outputs import check_outputs_free, output_paths, publish
 from .photometry import aperture_photometry
 from .rawio import read_raw, read_wcs, wcs_path_for
 from .sky import inter_quadrant_rms, sky_regions, sky_statistics
-from .tables import FrameInfo, sky_table, zeropoints_table
+from .tables import FrameInfo, _string_dtype, sky_table, zeropoints_table
 from .thumbnail import THUMBNAIL_BIN, bin_image, write_thumbnail
 from .zeropoints import zeropoint_rows
 
@@ -108,6 +109,7 @@ class FrameResult:
     timings: dict = field(default_factory=dict)
     streaks: object = None  # streaks.StreakResult when detection was asked for
     thumbnail: np.ndarray | None = None  # binned detrended image (ADU) with options.thumbnail
+    conditions: np.ndarray | None = None  # CONDITIONS table (conditions.measure_conditions)
 
 
 class Reducer:
@@ -220,7 +222,8 @@ class Reducer:
                                        bg_sigclip=o.bg_sigclip, frame=which)
         else:
             empty = np.zeros((0, len(self.radii)))
-            phot = {"aperture_sum": empty, "bkg_median": np.zeros(0), "aper_bkg": empty, "flux_adu": empty}
+            phot = {"aperture_sum": empty, "bkg_median": np.zeros(0), "aper_bkg": empty, "flux_adu": empty,
+                    "n_annulus": np.zeros(0, np.int64)}
         t_photometry = time.perf_counter()
         bounds = np.cumsum([0] + counts)
         results = []
@@ -281,6 +284,13 @@ class Reducer:
                                max_zp_radius=o.max_zp_radius)
         sky = sky_table(stats, quad_rms, info)
         t["zeropoints"] = time.perf_counter()
+        catalog, conditions = measure_conditions(
+            catalog, image, phot, cam, calib, be, sky, zps, exptime_s=frame.exptime_s, radii=self.radii,
+            standard_aperture=self.standard_aperture, flatfield=o.flatfield, bg_sigclip=o.bg_sigclip,
+            pixel_area_arcsec2=abs(float(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0 ** 2,
+            frame_columns=[("fname_raw", raw_path, _string_dtype(raw_path)), ("mjd_obs", m["mjd"], "f8"),
+                           ("obs_night", obs_night, "S8")])
+        t["conditions"] = time.perf_counter()
         header_extra = [
             ("DOMEFLAG", bool(has_dome), "potential dome vignetting"),
             ("PCGPUVER", __version__, "pc_gpu version"),
@@ -303,7 +313,7 @@ class Reducer:
                              detrended=detrended, catalog=catalog, zeropoints=zps, sky=sky,
                              obs_night=obs_night, timestamp=telemetry_timestamp(m["local"]),
                              exptime_s=frame.exptime_s, wcs_ctype=tuple(wcs.wcs.ctype), timings=timings,
-                             streaks=streaks, thumbnail=thumbnail)
+                             streaks=streaks, thumbnail=thumbnail, conditions=conditions)
         row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == self.standard_aperture)
                   & (zps["science_fov_only"] == 0)][0]
         log.info("%s: zp %.3f mag (%d stars), sky %.3f ADU/s/pix, dome %s, %.0f ms on %s",
@@ -373,7 +383,7 @@ def write_outputs(result, reducer, plot_worker=None):
     streak_table = result.streaks.table if result.streaks is not None else None
     writers = {paths["summary"]: lambda p: fitsout.write_summary(p, records, result.catalog,
                                                                  result.zeropoints, result.sky,
-                                                                 streak_table)}
+                                                                 streak_table, result.conditions)}
     if "detrended" in paths:
         writers[paths["detrended"]] = lambda p: fitsout.write_detrended(p, result.detrended, records)
     # each plot's stars are selected here, not inside its writer: a writer runs later, and a
@@ -387,6 +397,9 @@ def write_outputs(result, reducer, plot_worker=None):
         row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == reducer.standard_aperture)
                   & (zps["science_fov_only"] == int(o.sci_fov_checkplot))][0]
         title = f"{base}; aper {reducer.standard_aperture}; {'sci FOV' if o.sci_fov_checkplot else 'full FOV'}"
+        if result.conditions is not None:
+            full = result.conditions[0]
+            title += f"\nFWHM {full['fwhm_arcsec']:.1f}\"; transparency {full['transparency']:.2f}"
         draw = plot_worker.zeropoint_plot if plot_worker is not None else plots.zeropoint_plot
         writers[paths["zp_plot"]] = lambda p: draw(
             p, g_prime, m_inst, row["zp_adu_per_s"], title=title, n_used=int(row["n_sources_for_zp"]),
@@ -436,7 +449,7 @@ def finish_frame(result, reducer, *, redis_settings=None, plot_worker=None):
     if reducer.options.send_redis:
         record = telemetry_record(result.zeropoints, result.sky, result.timestamp,
                                   standard_aperture=reducer.standard_aperture,
-                                  sci_inst_name=reducer.options.sci_inst_name)
+                                  sci_inst_name=reducer.options.sci_inst_name, conditions=result.conditions)
         try:
             send_telemetry(record, redis_settings)
         except TelemetryError as exc:

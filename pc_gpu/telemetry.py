@@ -95,8 +95,9 @@ def _value(x):
     return x
 
 
-def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_name="desi"):
-    """The seed's telemetry fields from the ZEROPOINTS and SKY tables of one frame.
+def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_name="desi", conditions=None):
+    """The seed's telemetry fields from the ZEROPOINTS and SKY tables of one frame, then, with
+    a CONDITIONS table, the frame's `conditions.TELEMETRY_FIELDS`.
 
     Parameters
     ----------
@@ -110,6 +111,8 @@ def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_
         The aper_ind whose zeropoints are reported.
     sci_inst_name : str
         Suffix of the science-instrument fields.
+    conditions : numpy structured array, optional
+        The CONDITIONS table (`conditions.measure_conditions`).
     """
     def zp_row(quadrant, sci_only):
         rows = zeropoints[(zeropoints["quadrant"] == quadrant) & (zeropoints["aper_ind"] == standard_aperture)
@@ -137,6 +140,10 @@ def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_
     record[f"zp_adu_per_s_{inst}"] = sci["zp_adu_per_s"]
     record[f"n_stars_for_zp_{inst}"] = sci["n_sources_for_zp"]
     record["flag"] = int(bool(s["has_dome"]))
+    if conditions is not None:
+        from .conditions import frame_values
+
+        record.update(frame_values(conditions))
     return {k: _value(v) for k, v in record.items()}
 
 

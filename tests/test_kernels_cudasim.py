@@ -5,9 +5,9 @@ GPU (marked `gpu`, full-size frame, skipped without a usable GPU).
 The inputs have a dark frame that varies pixel to pixel (a contracted multiply-add would
 change some detrended pixels by an ulp) and NaN pixels in a centroid box and an annulus
 (device min/max ignore NaN). Exact: detrended and bad pixels, sky order statistics and counts,
-centroids, qmaxshift, annulus counts and flags. To a tolerance: the clipped sky mean (summed in
-another order, rtol 1e-12) and aperture sums and annulus medians (the exact-overlap geometry
-may be contracted, rtol 1e-5).
+centroids, qmaxshift, annulus counts and flags, PSF-moment status. To a tolerance: the clipped
+sky mean (summed in another order, rtol 1e-12) and aperture sums, annulus medians and PSF
+moments (the geometry and the weights' exponentials may be contracted, rtol 1e-5).
 
 Run as a script (``python tests/test_kernels_cudasim.py OUT.npz``) it computes every kernel
 with `get_backend('gpu')` and saves the results with numpy.savez (``OUT.npz NY NX N_STARS``:
@@ -85,14 +85,17 @@ def run_all(backend, inp):
     bxc, byc, bq = k.recentroid_frames(images, frame, bx, by, 8, 11, cx, cy, math.hypot(cx, cy))
     s, b, n, f = k.aperture_photometry_frames(images, frame, bxc, byc, backend.asarray(RADII), 12.0, 20.0, True)
     res.update(bxc=h(bxc), byc=h(byc), bq=h(bq), bsums=h(s), bbkg=h(b), bnann=h(n), bflags=h(f))
+    m, st = k.psf_moments_frames(images, frame, bxc, byc, b)
+    res.update(moments=h(m), mstatus=h(st))
     return res
 
 
 def compare(a, b):
     """Assert GPU results `a` agree with CPU results `b`."""
     for key in ("detrended", "badpix", "sky_order", "sky_n", "xc", "yc", "q", "nann0", "nann1", "flags0", "flags1",
-                "bxc", "byc", "bq", "bnann", "bflags"):
+                "bxc", "byc", "bq", "bnann", "bflags", "mstatus"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    np.testing.assert_allclose(a["moments"], b["moments"], rtol=1e-5, err_msg="moments")
     np.testing.assert_allclose(a["sky_mean"], b["sky_mean"], rtol=1e-12)
     for key in ("sums0", "sums1", "bkg0", "bkg1", "bsums", "bbkg"):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
@@ -128,7 +131,7 @@ def test_full_frame_launches_fill_the_device():
     launches = [line.split() for line in proc.stdout.splitlines() if line.startswith("launch ")]
     names = {name for _, name, _, _ in launches}
     assert names == {"_detrend_k", "_gather_k", "_sky_level1_k", "_sky_level2_k", "_sky_sums_k", "_recentroid_k",
-                     "_photometry_k"}
+                     "_photometry_k", "_moments_k"}
     assert min(int(blocks) for _, _, blocks, _ in launches) >= 128
 
 
@@ -165,7 +168,7 @@ def record_full_frame_launches():
             return lambda *args: None
 
     for name in ("_detrend_k", "_gather_k", "_sky_level1_k", "_sky_level2_k", "_sky_sums_k", "_recentroid_k",
-                 "_photometry_k"):
+                 "_photometry_k", "_moments_k"):
         setattr(kc, name, NoLaunch(name))
     kernels = kc.CudaKernels(np, policy=kc.DEVICE_POLICY)
     inp = make_inputs(2472, 3296, n_stars=3000, seed=1)

@@ -116,7 +116,7 @@ def test_output_files_and_columns(reduced):
     for key in ("detrended", "summary", "zp_plot", "detrended_plot", "quiver_plot"):
         assert os.path.getsize(paths[key]) > 0
     with fitsio.FITS(paths["summary"]) as f:
-        assert [h.get_extname() for h in f][1:] == ["CATALOG", "ZEROPOINTS", "SKY"]
+        assert [h.get_extname() for h in f][1:] == ["CATALOG", "ZEROPOINTS", "SKY", "CONDITIONS"]
         zps, sky, cat = f["ZEROPOINTS"].read(), f["SKY"].read(), f["CATALOG"].read()
         assert f["CATALOG"].read_header()["DATE"] == f[0].read_header()["DATE"]
     assert len(zps) == 42
@@ -164,6 +164,9 @@ def test_telemetry_hash_equals_summary(demo_field, cpu, redis_server, redis_clie
     expected_fields = {"timestamp", "zp_adu_per_s", "sky_adu_per_s", "mjd_obs", "n_stars_for_zp", "flag",
                        "sky_adu_per_s_desi", "zp_adu_per_s_desi", "n_stars_for_zp_desi"}
     expected_fields |= {f"{p}_q{q}" for p in ("sky_adu_per_s", "zp_adu_per_s", "n_stars_for_zp") for q in range(1, 5)}
+    conditions = fitsio.read(paths["summary"], ext="CONDITIONS")[0]
+    for name in ("fwhm_arcsec", "ellipticity", "transparency", "sky_mag_arcsec2", "zp_err", "lim_mag_5sigma"):
+        assert float(got.pop(name)) == conditions[name], name
     assert set(got) == expected_fields
     zps = fitsio.read(paths["summary"], ext="ZEROPOINTS")
     sky = fitsio.read(paths["summary"], ext="SKY")[0]

@@ -120,6 +120,8 @@ def test_zp_checkplot_draws_the_zeropoint_stars_of_its_field(plot_runs):
         assert text["Aperture radius"] == "2.5"
         assert ("sci FOV" in text["Title"]) == sci
         assert text["Title"].startswith(os.path.basename(summary).removesuffix("-summary.fits") + "; ")
+        full = fitsio.read(summary, ext="CONDITIONS")[0]
+        assert f'FWHM {full["fwhm_arcsec"]:.1f}"; transparency {full["transparency"]:.2f}' in text["Title"]
     # the science field holds a minority of the frame's stars
     plain, sci = (int(_png_text(_output(plot_runs[n][1], "-zp.png"))[0]["Stars drawn"]) for n in ("plain", "plots"))
     assert 100 < sci < plain / 3

@@ -106,7 +106,10 @@ def test_rows_from_summaries_and_ledger(reduced):
         assert row["zp_q3"] == q3["zp_adu_per_s"]
         assert row["sky"] == sky["median_adu_per_s"][0] and row["sky_q2"] == sky["median_adu_quad2_per_s"][0]
         assert row["night"] == reduced.night and row["mjd"] == sky["mjd_obs"][0]
-        assert row["n_streaks"] is None and row["conditions"] == {}   # neither was measured
+        assert row["n_streaks"] is None   # not searched
+        cond = fitsio.read(path, ext="CONDITIONS")[0]   # the full-frame row's numbers
+        assert row["conditions"]["fwhm_pix"] == cond["fwhm_pix"] and "region" not in row["conditions"]
+        assert row["conditions"]["sky_mag_arcsec2"] == cond["sky_mag_arcsec2"]
         assert row["files"]["thumbnail"].endswith("-thumb.jpg") and row["files"]["detrended"] is None
         assert os.path.exists(os.path.join(reduced.out, row["files"]["zp_plot"]))
         assert len(details["zeropoints"]) == len(zps)

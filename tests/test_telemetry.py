@@ -14,6 +14,7 @@ import pytest
 
 from pc_gpu.ledger import Ledger
 from pc_gpu.realtime import RealtimeService, options_from_args, parse_args
+from pc_gpu.conditions import TELEMETRY_FIELDS as CONDITION_FIELDS
 from pc_gpu.telemetry import RedisSettings, TELEMETRY_FIELDS, redis_settings, send_telemetry
 from pc_gpu.telemetry_queue import TelemetryPublisher
 from realtime_helpers import drop, read_ledger
@@ -52,6 +53,9 @@ def _truth_expectations(truth_path, camera):
     out["timestamp"] = (local.strftime("%Y-%m-%d/%H:%M:%S/MST/"), None)
     out["flag"] = (int(head["DOME"]), None)
     out["cloud"] = (head["CLOUDMAG"], None)
+    # conditions: the light outside the 5 pix aperture (~0.2% here) and a small frame's few stars
+    out["transparency"] = (10 ** (-0.4 * head["CLOUDMAG"]), 0.03 * 10 ** (-0.4 * head["CLOUDMAG"]))
+    out["sky_mag_arcsec2"] = (head["ZP"] - 2.5 * np.log10(sky / camera.pixel_scale_arcsec ** 2), 0.03)
     return out
 
 
@@ -103,7 +107,7 @@ def test_telemetry_matches_truth_and_options(tmp_path, night, small_camera, cpu,
     summaries = {e["frame"]: next(p for p in e["outputs"] if p.endswith("-summary.fits"))
                  for e in read_ledger(str(tmp_path / "out")) if e["event"] == "done"}
     assert list(summaries) == names
-    fields = {f.replace("{inst}", "wiyn") for f in TELEMETRY_FIELDS}
+    fields = {f.replace("{inst}", "wiyn") for f in TELEMETRY_FIELDS} | set(CONDITION_FIELDS)
     for i, name in zip(CLOUDY, names):
         record = latest[i]
         assert set(record) == fields, i

@@ -8,8 +8,8 @@
 
 Both kernel sets offer the same functions: detrend, bad_pixel_gather,
 apply_bad_pixel_gather, prepare_sky_regions, sky_order_statistics, sky_statistics_regions,
-recentroid, aperture_photometry, recentroid_frames, aperture_photometry_frames (the stars of
-several frames in one call). Get one through `pc_gpu.backend.get_backend`.
+recentroid, aperture_photometry, psf_moments, recentroid_frames, aperture_photometry_frames,
+psf_moments_frames (the stars of several frames in one call). Get one through `pc_gpu.backend.get_backend`.
 
 Kernels are compiled with an on-disk cache (numba ``cache=True``) in a directory named after
 a digest of the kernel sources (`_cache.kernel_cache_dir`), so any edit compiles afresh;
@@ -55,6 +55,7 @@ def warm_up(backend, *, radii=(2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0), annulus=(12.0
     k.recentroid(out, xs, ys, 8, 11, nx / 2 + 0.5, ny / 2 + 0.5, float(np.hypot(nx / 2 + 0.5, ny / 2 + 0.5)))
     for sigclip in (False, True):
         k.aperture_photometry(out, xs, ys, backend.asarray(np.asarray(radii, np.float64)), annulus[0], annulus[1], sigclip)
+    k.psf_moments(out, xs, ys, backend.asarray(np.array([500.0, 500.0])))
     dt = time.perf_counter() - t0
     log.info("kernels ready on %s in %.1f s", backend.name, dt)
     return dt

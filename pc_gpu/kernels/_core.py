@@ -29,6 +29,10 @@ FLAG_APER_EDGE = 1  # the largest aperture leaves the image
 FLAG_ANNULUS_EDGE = 2  # part of the annulus lies outside the image
 FLAG_NO_ANNULUS = 4  # no annulus pixel: background is NaN
 
+MOMENT_WEIGHT_PAD = 0.4
+"""pixels^2 added to each axis of the adaptive-moment weight: keeps it wider than a pixel on
+undersampled stars (the estimate of a Gaussian star does not depend on it)."""
+
 
 def plain_arithmetic():
     """The exact-arithmetic primitives as plain Python (numba never contracts them on the CPU
@@ -437,6 +441,110 @@ def build(jit, arithmetic=None):
 
     photometry_star_j = jit(photometry_star)
 
+    # ----------------------------------------------------------------- PSF second moments
+    def moments_star(img, x, y, bkg, max_hw, n_iter):
+        """Adaptive (Gaussian-weighted) second moments of one star, background `bkg`
+        (ADU/pixel) subtracted. Each pass weights the pixels with an elliptical Gaussian of
+        covariance W = C / 2 + MOMENT_WEIGHT_PAD (C the current estimate: half of it leaves
+        a PSF's wings less say than the matched weight would; the pad keeps the weight wider
+        than a pixel), measures the weighted centre offset and covariance K, and
+        sets C = (K^-1 - W^-1)^-1, the covariance of a Gaussian star that would give K (exact
+        for a Gaussian whatever W; 2 K when that is not positive definite), and the centre to
+        the matching Gaussian's. Pixels within 4 sigma of the weight, at most `max_hw` from
+        the centre, inside the image.
+
+        Returns (x, y, cxx, cyy, cxy, status): the centre (pixels) and C (pixels^2, of the
+        pixelated image); status 0 converged, 1 failed (NaN moments), 2 the weight reached
+        `max_hw` or the image edge, 3 not converged in `n_iter` passes.
+        """
+        ny = img.shape[0]
+        nx = img.shape[1]
+        cxx = 1.5
+        cyy = 1.5
+        cxy = 0.0
+        xc = x
+        yc = y
+        status = 3
+        for it in range(n_iter):
+            wxx = 0.5 * cxx + MOMENT_WEIGHT_PAD
+            wyy = 0.5 * cyy + MOMENT_WEIGHT_PAD
+            wxy = 0.5 * cxy
+            det = wxx * wyy - wxy * wxy
+            if (det <= 0.0) | (det != det):
+                return xc, yc, math.nan, math.nan, math.nan, 1
+            ixx = wyy / det
+            iyy = wxx / det
+            ixy = -wxy / det
+            hw = int(math.ceil(4.0 * math.sqrt(greater_j(wxx, wyy))))
+            if hw > max_hw:
+                hw = max_hw
+                status = 2
+            i0 = int(math.floor(xc)) - hw
+            i1 = int(math.floor(xc)) + hw + 1
+            j0 = int(math.floor(yc)) - hw
+            j1 = int(math.floor(yc)) + hw + 1
+            if (i0 < 0) | (j0 < 0) | (i1 > nx - 1) | (j1 > ny - 1):
+                status = 2
+            s0 = 0.0
+            sx = 0.0
+            sy = 0.0
+            sxx = 0.0
+            syy = 0.0
+            sxy = 0.0
+            for j in range(max(j0, 0), min(j1, ny - 1) + 1):
+                dy = j - yc
+                for i in range(max(i0, 0), min(i1, nx - 1) + 1):
+                    dx = i - xc
+                    q = ixx * dx * dx + 2.0 * ixy * dx * dy + iyy * dy * dy
+                    if q < 16.0:
+                        w = math.exp(-0.5 * q) * (np.float64(img[j, i]) - bkg)
+                        s0 += w
+                        sx += w * dx
+                        sy += w * dy
+                        sxx += w * dx * dx
+                        syy += w * dy * dy
+                        sxy += w * dx * dy
+            if s0 <= 0.0:
+                return xc, yc, math.nan, math.nan, math.nan, 1
+            mx = sx / s0
+            my = sy / s0
+            kxx = sxx / s0 - mx * mx
+            kyy = syy / s0 - my * my
+            kxy = sxy / s0 - mx * my
+            kdet = kxx * kyy - kxy * kxy
+            nxx = 2.0 * kxx
+            nyy = 2.0 * kyy
+            nxy = 2.0 * kxy
+            if kdet > 0.0:
+                # C^-1 = K^-1 - W^-1
+                axx = kyy / kdet - ixx
+                ayy = kxx / kdet - iyy
+                axy = -kxy / kdet - ixy
+                adet = axx * ayy - axy * axy
+                if (adet > 0.0) & (axx > 0.0):
+                    nxx = ayy / adet
+                    nyy = axx / adet
+                    nxy = -axy / adet
+            # the Gaussian's centre: C K^-1 times the weighted offset
+            if kdet > 0.0:
+                ux = (kyy * mx - kxy * my) / kdet
+                uy = (kxx * my - kxy * mx) / kdet
+                xc += nxx * ux + nxy * uy
+                yc += nxy * ux + nyy * uy
+            change = abs(nxx - cxx) + abs(nyy - cyy) + abs(nxy - cxy)
+            cxx = nxx
+            cyy = nyy
+            cxy = nxy
+            if (abs(xc - x) > 3.0) | (abs(yc - y) > 3.0) | (cxx <= 0.0) | (cyy <= 0.0):
+                return xc, yc, math.nan, math.nan, math.nan, 1
+            if change < 1e-5 * (cxx + cyy):
+                if status == 3:
+                    status = 0
+                return xc, yc, cxx, cyy, cxy, status
+        return xc, yc, cxx, cyy, cxy, status
+
+    moments_star_j = jit(moments_star)
+
     return SimpleNamespace(
         lesser=lesser_j,
         greater=greater_j,
@@ -451,4 +559,5 @@ def build(jit, arithmetic=None):
         select_pair=select_pair_j,
         median_of=median_of_j,
         photometry_star=photometry_star_j,
+        moments_star=moments_star_j,
     )

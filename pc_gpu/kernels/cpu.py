@@ -14,7 +14,7 @@ from .common import (KEY_BINS, BadPixelGather, SkyRegions, bad_pixel_gather, key
 
 __all__ = ["NAME", "detrend", "bad_pixel_gather", "apply_bad_pixel_gather", "prepare_sky_regions",
            "sky_order_statistics", "sky_statistics_regions", "recentroid", "aperture_photometry",
-           "recentroid_frames", "aperture_photometry_frames"]
+           "recentroid_frames", "aperture_photometry_frames", "psf_moments", "psf_moments_frames"]
 
 NAME = "cpu"
 
@@ -35,6 +35,7 @@ _gather_value = _k.gather_value
 _sort_key = _k.sort_key
 _centroid_star = _k.centroid_star
 _photometry_star = _k.photometry_star
+_moments_star = _k.moments_star
 
 
 # --------------------------------------------------------------------------- detrend
@@ -481,3 +482,62 @@ def aperture_photometry_frames(images, frame, x, y, radii, r_in, r_out, bg_sigcl
 
     _per_frame(images, frame, run)
     return sums, bkg, nann, flags
+
+
+# --------------------------------------------------------------------------- PSF moments
+@_jit(parallel=True)
+def _moments_kernel(img, x, y, bkg, max_hw, n_iter, out, status):
+    for s in prange(x.shape[0]):
+        xc, yc, mxx, myy, mxy, st = _moments_star(img, x[s], y[s], bkg[s], max_hw, n_iter)
+        out[s, 0] = xc
+        out[s, 1] = yc
+        out[s, 2] = mxx
+        out[s, 3] = myy
+        out[s, 4] = mxy
+        status[s] = st
+
+
+def psf_moments(image, x, y, bkg, max_hw=10, n_iter=30):
+    """Adaptive second moments of every star (`_core.moments_star`).
+
+    Parameters
+    ----------
+    image : float32 ndarray (ny, nx)
+        Detrended image, ADU.
+    x, y : float64 (n,)
+        Starting centres, pixels.
+    bkg : float64 (n,)
+        Background under each star, ADU/pixel.
+    max_hw : int
+        Largest half-width of the pixel box, pixels.
+    n_iter : int
+        Most passes.
+
+    Returns
+    -------
+    moments : float64 (n, 5)
+        x, y (pixels), mxx, myy, mxy (pixels^2, of the pixelated image; NaN where it failed).
+    status : int32 (n,)
+        0 converged, 1 failed, 2 reached max_hw or the edge, 3 not converged.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    bkg = np.ascontiguousarray(bkg, dtype=np.float64)
+    out = np.empty((x.shape[0], 5), np.float64)
+    status = np.zeros(x.shape[0], np.int32)
+    if x.shape[0]:
+        _moments_kernel(image, x, y, bkg, int(max_hw), int(n_iter), out, status)
+    return out, status
+
+
+def psf_moments_frames(images, frame, x, y, bkg, max_hw=10, n_iter=30):
+    """`psf_moments` of the stars of several frames (see `recentroid_frames`)."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty((x.shape[0], 5), np.float64)
+    status = np.zeros(x.shape[0], np.int32)
+
+    def run(image, idx):
+        out[idx], status[idx] = psf_moments(image, x[idx], np.asarray(y)[idx], np.asarray(bkg)[idx], max_hw, n_iter)
+
+    _per_frame(images, frame, run)
+    return out, status

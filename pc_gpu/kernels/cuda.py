@@ -85,6 +85,7 @@ _gather_value = _k.gather_value
 _sort_key = _k.sort_key
 _centroid_star = _k.centroid_star
 _photometry_star = _k.photometry_star
+_moments_star = _k.moments_star
 
 
 @cached_jit(cuda.jit)
@@ -205,6 +206,20 @@ def _photometry_k(imgs, frame, x, y, radii, r_in, r_out, sigclip, sums, bkg, nan
         bkg[s] = med
         nann[s] = m
         flags[s] = f
+
+
+@cached_jit(cuda.jit)
+def _moments_k(imgs, frame, x, y, bkg, max_hw, n_iter, out, status):
+    """Stars spread over the blocks as in `_recentroid_k`."""
+    first = cuda.blockIdx.x + cuda.gridDim.x * cuda.threadIdx.x
+    for s in range(first, x.shape[0], cuda.gridsize(1)):
+        xc, yc, mxx, myy, mxy, st = _moments_star(imgs[frame[s]], x[s], y[s], bkg[s], max_hw, n_iter)
+        out[s, 0] = xc
+        out[s, 1] = yc
+        out[s, 2] = mxx
+        out[s, 3] = myy
+        out[s, 4] = mxy
+        status[s] = st
 
 
 class CudaKernels:
@@ -414,3 +429,17 @@ class CudaKernels:
             self._launch(_photometry_k, blocks, threads, images, frame, x, y, radii, float(r_in), float(r_out),
                          bool(bg_sigclip), sums, bkg, nann, flags, tab, ann, w1, w2)
         return sums, bkg, nann, flags
+
+    def psf_moments(self, image, x, y, bkg, max_hw=10, n_iter=30):
+        """See `pc_gpu.kernels.cpu.psf_moments`; returns device arrays."""
+        return self.psf_moments_frames(image, None, x, y, bkg, max_hw, n_iter)
+
+    def psf_moments_frames(self, images, frame, x, y, bkg, max_hw=10, n_iter=30):
+        """`psf_moments` of the stars of several frames in one launch (see `recentroid_frames`)."""
+        xp = self.xp
+        images, frame, (x, y, bkg), n = self._star_inputs(images, frame, x, y, bkg)
+        out = xp.empty((n, 5), np.float64)
+        status = xp.zeros(n, np.int32)
+        if n:
+            self._stars(_moments_k, n, images, frame, x, y, bkg, int(max_hw), int(n_iter), out, status)
+        return out, status

@@ -32,6 +32,7 @@ from ..camera import EL_NINO
 from ..errors import InputError, OutputExistsError, PCError
 from ..rawio import CALIB_FILES
 from .chunks import _healpix, _angular_distance, read_chunk_tree
+from .psf import aperture_fractions_boxes, faint_population, psf_boxes
 
 __all__ = [
     "SimCalibrations", "SimFrame", "FramePaths", "make_calibrations", "make_wcs",
@@ -47,6 +48,7 @@ _STAMP_HW = 7           # stamp half-width, pixels (15 x 15)
 _BRIGHT_HW = 20         # stamp half-width for stars brighter than _BRIGHT_ADU in total
 _BRIGHT_ADU = 5.0e4
 _APER_HW = 6            # half-width of the box holding every aperture (r <= 5 pix)
+_FAINT_HW = 4           # stamp half-width of the stars below the catalogue (9 x 9)
 _DOME_TRANSMISSION = 0.02
 _MJD0 = dt.datetime(1858, 11, 17)
 
@@ -347,7 +349,8 @@ _TRUTH_DTYPE = [
     ("G_PRIME", "f8"), ("SYNTHETIC", "?"), ("SYNTHETIC_COLOR", "?"), ("ZP_STAR", "f8"),
     ("DOME_FACTOR", "f4"), ("FWHM_PIX", "f4"), ("FLUX_ADU_PER_S", "f8"), ("FLUX_ADU", "f8"),
     ("APER_FRAC", "f8", (7,)), ("APER_FLUX_ADU", "f8", (7,)), ("PEAK_RAW_MODEL", "f4"),
-    ("SATURATED", "?"), ("IN_FRAME", "?"), ("EDGE_DIST_PIX", "f4"),
+    ("SATURATED", "?"), ("IN_FRAME", "?"), ("EDGE_DIST_PIX", "f4"), ("ELLIPTICITY", "f4"),
+    ("PSF_PA_DEG", "f4"),
 ]
 
 
@@ -411,13 +414,24 @@ def _random_streaks(rng, n, camera):
     return out
 
 
+def _add_stamps(signal, box, ix0, iy0, flux, camera):
+    """Add PSF boxes (fractions, lower-left pixel ix0, iy0) times `flux` into the flat `signal`."""
+    ny, nx = camera.shape
+    size = box.shape[1]
+    cols = ix0[:, None, None] + np.arange(size)[None, None, :]
+    rows = iy0[:, None, None] + np.arange(size)[None, :, None]
+    ok = (cols >= 0) & (cols < nx) & (rows >= 0) & (rows < ny)
+    values = box * flux[:, None, None]
+    signal += np.bincount((rows * nx + cols)[ok], weights=values[ok], minlength=ny * nx)
+
+
 def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
                    obs_time="2021-06-12T05:11:06", frame_number=1, camera=EL_NINO,
                    calibrations=None, seed=0, zp=None, cloud_mag=0.0, cloud_gradient_mag=0.0,
                    sky_adu_per_s=None, sky_gradient=0.0, fwhm_pix=2.0, fwhm_corner_pix=2.5,
                    sip=False, n_streaks=0, dome=False, zpflag=False, proper_motion=False,
                    noise=True, max_g=15.5, min_g=None, bad_pixels=True, pointing_ra_dec=None,
-                   keep_signal=False, streaks=None):
+                   keep_signal=False, streaks=None, psf=None, faint_g_max=None):
     """Render one raw frame of the sky in `gaia_dir` for a pointing.
 
     Parameters
@@ -476,6 +490,11 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
         Streaks to render as they are, rows (X0, Y0, X1, Y1, SIGMA_PIX,
         FLUX_ADU_PER_S_PER_PIX) in pixels (ends may lie outside the frame) and ADU/s per pixel
         of length; they replace the `n_streaks` random ones.
+    psf : pc_gpu.sim.psf.PSFField or None
+        FWHM, ellipticity and position angle per quadrant (replacing `fwhm_pix` and
+        `fwhm_corner_pix`).
+    faint_g_max : float or None
+        Also render stars from `max_g` to this G', in no catalogue (`psf.faint_population`).
 
     Returns
     -------
@@ -532,6 +551,16 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
     rr = np.hypot(x - xc, y - yc) / r_corner
     fwhm = fwhm_pix + (fwhm_corner_pix - fwhm_pix) * rr ** 2
     sigma = fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    ell = pa = np.zeros(n)
+    if psf is not None:
+        fwhm, ell, pa = psf.star_shapes(x, y, camera)
+        sigma = fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+
+    def boxes(sel, hw, xs=x, ys=y, shapes=(fwhm, ell, pa)):
+        if psf is None:
+            return _psf_box(xs[sel], ys[sel], sigma[sel], hw)
+        return psf_boxes(xs[sel], ys[sel], *(v[sel] for v in shapes), hw, wing_weight=_WING_WEIGHT,
+                         wing_scale=_WING_SCALE, round_boxes=_psf_box)
     ext = cloud_mag + cloud_gradient_mag * (x - xc) / nx
     zp_star = zp - ext
     dome_star = _dome_factor(camera, x, y) if dome else np.ones(n)
@@ -543,13 +572,22 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
     for sel, hw in ((~bright, _STAMP_HW), (bright, _BRIGHT_HW)):
         if not sel.any():
             continue
-        box, ix0, iy0 = _psf_box(x[sel], y[sel], sigma[sel], hw)
-        size = 2 * hw + 1
-        cols = ix0[:, None, None] + np.arange(size)[None, None, :]
-        rows = iy0[:, None, None] + np.arange(size)[None, :, None]
-        ok = (cols >= 0) & (cols < nx) & (rows >= 0) & (rows < ny)
-        values = box * flux_clear[sel][:, None, None]
-        signal += np.bincount((rows * nx + cols)[ok], weights=values[ok], minlength=ny * nx)
+        _add_stamps(signal, *boxes(sel, hw), flux_clear[sel], camera)
+    n_faint = 0
+    if faint_g_max is not None:
+        from astropy.coordinates import SkyCoord
+
+        b_deg = SkyCoord(ra, dec, unit="deg").galactic.b.deg
+        fx, fy, fg = faint_population(np.random.default_rng([int(seed), 13, int(frame_number)]), camera, b_deg,
+                                      g_range=(max_g, faint_g_max))
+        n_faint = len(fx)
+        if psf is None:
+            fwhm_f = fwhm_pix + (fwhm_corner_pix - fwhm_pix) * (np.hypot(fx - xc, fy - yc) / r_corner) ** 2
+            stamps = _psf_box(fx, fy, fwhm_f / (2.0 * np.sqrt(2.0 * np.log(2.0))), _FAINT_HW)
+        else:
+            stamps = boxes(slice(None), _FAINT_HW, fx, fy, psf.star_shapes(fx, fy, camera))
+        f_flux = 10.0 ** (-0.4 * (fg - (zp - cloud_mag - cloud_gradient_mag * (fx - xc) / nx)))
+        _add_stamps(signal, *stamps, f_flux, camera)
     signal = signal.reshape(ny, nx).astype(np.float32)
 
     # ---- sky, streaks, dome
@@ -599,7 +637,12 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
 
     # ---- truth
     truth = np.zeros(n, dtype=_TRUTH_DTYPE)
-    fractions = aperture_fractions(x, y, sigma, camera.aperture_radii_pix) if n else np.zeros((0, 7))
+    if psf is not None and n:
+        box, ix0, iy0 = boxes(slice(None), _APER_HW)
+        fractions = aperture_fractions_boxes(x, y, box, ix0, iy0, camera.aperture_radii_pix,
+                                             _circle_lower_left_area)
+    else:
+        fractions = aperture_fractions(x, y, sigma, camera.aperture_radii_pix) if n else np.zeros((0, 7))
     ixr = np.clip(np.rint(x).astype(np.int64), 0, nx - 1)
     iyr = np.clip(np.rint(y).astype(np.int64), 0, ny - 1)
     peak_model = np.full(n, -np.inf)
@@ -614,6 +657,7 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
     truth["RA"], truth["DEC"], truth["X"], truth["Y"] = s_ra, s_dec, x, y
     truth["G_PRIME"], truth["ZP_STAR"], truth["DOME_FACTOR"] = g_prime, zp_star, dome_star
     truth["FWHM_PIX"], truth["FLUX_ADU_PER_S"], truth["FLUX_ADU"] = fwhm, flux, flux * t
+    truth["ELLIPTICITY"], truth["PSF_PA_DEG"] = ell, pa
     truth["APER_FRAC"] = fractions
     truth["APER_FLUX_ADU"] = fractions * (flux * t)[:, None]
     truth["PEAK_RAW_MODEL"] = peak_model
@@ -665,6 +709,11 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
         {"name": "FWHMCORN", "value": float(fwhm_corner_pix), "comment": "PSF core FWHM at corners"},
         {"name": "PSFMODEL", "value": f"{1 - _WING_WEIGHT:g}G(s)+{_WING_WEIGHT:g}G({_WING_SCALE:g}s)",
          "comment": "double Gaussian, pixel-integrated"},
+    ] + [{"name": f"{key}Q{q}", "value": float(v), "comment": f"PSF {text} in quadrant {q}"}
+         for key, text, values in ((("FWHM", "core FWHM (pix)", psf.fwhm_pix), ("ELL", "1 - b/a", psf.ellipticity),
+                                    ("PA", "major axis PA (deg from +x)", psf.pa_deg)) if psf is not None else ())
+         for q, v in enumerate(values, 1)] + [
+        {"name": "NFAINT", "value": int(n_faint), "comment": "stars rendered fainter than the catalogue"},
         {"name": "PMCORR", "value": bool(proper_motion), "comment": "positions moved by proper motion"},
         {"name": "POSEPOCH", "value": round(epoch, 6) if proper_motion else 2016.0,
          "comment": "epoch of rendered positions (yr)"},
