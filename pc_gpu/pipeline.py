@@ -28,6 +28,10 @@ from .tables import FrameInfo, sky_table, zeropoints_table
 from .thumbnail import THUMBNAIL_BIN, bin_image, write_thumbnail
 from .zeropoints import zeropoint_rows
 
+_MOVED_PIX = 0.01  # recentroid again when refinement moves a star's guess by more than this
+_AFFINE_PIX = 0.5  # a given WCS whose affine correction moves a guess by more: corrected first
+_AFFINE_PASSES = 5
+
 __all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "finish_frame", "process_frame"]
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,9 @@ class RunOptions:
     detect_streaks : find satellite streaks (STREAKS table, CATALOG on_streak, such stars out
     of the zeropoints); plot_streaks : draw them on the detrended plot; streak_time_limit :
     seconds after which streak detection gives up (None: no limit); thumbnail : write
-    RAW-thumb.jpg, an 8x8-binned asinh-stretched preview of the detrended image.
+    RAW-thumb.jpg, an 8x8-binned asinh-stretched preview of the detrended image; wcs_refine :
+    fit the WCS to the recentroided Gaia stars (TAN-SIP), recentroid again from it, record the
+    pointing (False: the given .wcs as it is, no pointing record).
     """
 
     outdir: str | None = None
@@ -76,6 +82,7 @@ class RunOptions:
     plot_streaks: bool = False
     streak_time_limit: float | None = None
     thumbnail: bool = False
+    wcs_refine: bool = True
 
     def __post_init__(self):
         if self.max_n_stars < 1:
@@ -108,6 +115,8 @@ class FrameResult:
     timings: dict = field(default_factory=dict)
     streaks: object = None  # streaks.StreakResult when detection was asked for
     thumbnail: np.ndarray | None = None  # binned detrended image (ADU) with options.thumbnail
+    wcs: object = None  # the astropy WCS the frame was reduced with (refined when it was)
+    pointing: dict | None = None  # astrometry.pointing.pointing_record, with options.wcs_refine
 
 
 class Reducer:
@@ -199,23 +208,26 @@ class Reducer:
     def reduce_frames(self, frames, wcss, *, started=None):
         """Reduce several frames already in memory together: each frame's pixel stages on its
         own, then the stars of all of them recentroided and measured in one kernel launch
-        each (a batch fills a GPU where one frame's stars cannot), then each frame's
-        catalogue and zeropoints. Same results as one `reduce_frame` per frame; returns the
+        each (a batch fills a GPU where one frame's stars cannot; with `wcs_refine`, each
+        frame's WCS is fitted to its stars between two such recentroid launches), then each
+        frame's catalogue and zeropoints. Same results as one `reduce_frame` per frame; returns the
         list of FrameResult."""
         be, o = self.backend, self.options
         started = time.perf_counter() if started is None else started
         images = be.xp.empty((len(frames),) + self.camera.shape, dtype=np.float32)
         measured = [self._measure(frame, wcs, images[i], started) for i, (frame, wcs) in enumerate(zip(frames, wcss))]
+        centroids = self._recentroid(images, measured, range(len(frames)))
+        t_centroid = time.perf_counter()
+        if o.wcs_refine:
+            moved = [i for i, (frame, wcs, m) in enumerate(zip(frames, wcss, measured))
+                     if self._refine(frame, wcs, measured, images, i, centroids)]
+            if moved:
+                centroids.update(self._recentroid(images, measured, moved))
+        t_refine = time.perf_counter()
         counts = [len(m["stars"]) for m in measured]
         which = np.repeat(np.arange(len(frames)), counts)
-        xg = np.concatenate([m["stars"]["x_gaia_guess"] for m in measured]).astype(np.float64)
-        yg = np.concatenate([m["stars"]["y_gaia_guess"] for m in measured]).astype(np.float64)
-        if len(xg):
-            xc, yc, qmax = recentroid(images, xg, yg, self.camera, be, frame=which)
-        else:
-            xc, yc, qmax = xg.copy(), yg.copy(), np.zeros(0, np.int64)
-        t_centroid = time.perf_counter()
-        if len(xg):
+        xc, yc, qmax = (np.concatenate([centroids[i][k] for i in range(len(frames))]) for k in range(3))
+        if len(xc):
             phot = aperture_photometry(images, xc, yc, self.camera, be, radii=self.radii,
                                        bg_sigclip=o.bg_sigclip, frame=which)
         else:
@@ -226,10 +238,80 @@ class Reducer:
         results = []
         for i, (frame, wcs, m) in enumerate(zip(frames, wcss, measured)):
             part = slice(bounds[i], bounds[i + 1])
-            m["t"].update(centroid=t_centroid, photometry=t_photometry)
-            results.append(self._finish(frame, wcs, m, images[i], (xc[part], yc[part], qmax[part]),
+            m["t"]["centroid"] = t_centroid
+            if o.wcs_refine:
+                m["t"]["refine"] = t_refine
+            m["t"]["photometry"] = t_photometry
+            results.append(self._finish(frame, m.get("wcs", wcs), m, images[i], (xc[part], yc[part], qmax[part]),
                                         {k: v[part] for k, v in phot.items()}))
         return results
+
+    def _recentroid(self, images, measured, indices):
+        """Recentroid the stars of the frames `indices` (into `measured` and `images`) in one
+        kernel launch; {index: (xcentroid, ycentroid, qmaxshift)}."""
+        indices = list(indices)
+        stars = [measured[i]["stars"] for i in indices]
+        which = np.repeat(np.array(indices, dtype=np.int64), [len(s) for s in stars])
+        xg = np.concatenate([s["x_gaia_guess"] for s in stars]).astype(np.float64)
+        yg = np.concatenate([s["y_gaia_guess"] for s in stars]).astype(np.float64)
+        if len(xg):
+            xc, yc, qmax = recentroid(images, xg, yg, self.camera, self.backend, frame=which)
+        else:
+            xc, yc, qmax = xg.copy(), yg.copy(), np.zeros(0, np.int64)
+        return {i: (xc[which == i], yc[which == i], qmax[which == i]) for i in indices}
+
+    def _refine(self, frame, wcs, measured, images, i, centroids):
+        """Fit frame i's WCS to its recentroided stars (`astrometry.refine`); on success put the
+        refined WCS and the stars projected through it in `measured[i]`. A given WCS so far off that an
+        affine correction moves guesses by more than _AFFINE_PIX is corrected that way first
+        and the stars recentroided (`centroids[i]` updated). Sets m["pointing"]; returns True
+        when the final guesses moved (the stars need recentroiding again)."""
+        from .astrometry.pointing import pointing_record
+        from .astrometry.refine import affine_correction, fit_star_mask, refine_wcs
+
+        cam, m = self.camera, measured[i]
+        stars = m["stars"]
+        colour = (stars["PHOT_BP_MEAN_MAG"] - stars["PHOT_RP_MEAN_MAG"]).astype(np.float64)
+        g_prime = stars["PHOT_G_MEAN_MAG"] + 0.25 * np.where(np.isfinite(colour), colour, 0.0)
+        guesses_moved = False
+        for attempt in range(_AFFINE_PASSES + 1):
+            xc, yc, qmax = centroids[i]
+            xg, yg = stars["x_gaia_guess"], stars["y_gaia_guess"]
+            use = fit_star_mask(xc, yc, qmax, wrong_source_flags(xg, yg, xc, yc), g_prime,
+                                exptime_s=frame.exptime_s, sky_adu=m["stats"]["full"][0], camera=cam)
+            correct = affine_correction(xg, yg, xc, yc, use, cam.centre)
+            if correct is None or attempt == _AFFINE_PASSES:
+                break
+            xa, ya = correct(xg, yg)
+            if not np.max(np.hypot(xa - xg, ya - yg), initial=0.0) > _AFFINE_PIX:
+                break
+            log.info("%s: the given WCS is off by up to %.1f pix; corrected by an affine fit first",
+                     frame.path, float(np.max(np.hypot(xa - xg, ya - yg))))
+            stars = m["stars"] = stars.copy()
+            stars["x_gaia_guess"], stars["y_gaia_guess"] = xa, ya
+            centroids.update(self._recentroid(images, measured, [i]))
+            guesses_moved = True
+        ra, dec = stars["RA"][use], stars["DEC"][use]
+        fit = refine_wcs(ra, dec, xc[use], yc[use], wcs, cam.centre)
+        if fit is None:
+            log.warning("%s: WCS not refined (%d usable stars); the given .wcs is used", frame.path, int(use.sum()))
+            m["pointing"] = pointing_record(wcs, cam, frame.header, origin="given", ra=ra, dec=dec,
+                                            x=xc[use], y=yc[use])
+            if guesses_moved:  # back to the given WCS's stars
+                m["stars"] = star_list(m["gaia"], wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
+                                       pm_corr=self.options.pm_corr, mjd=m["mjd"])
+            return guesses_moved
+        ok = fit.used
+        m["pointing"] = pointing_record(fit.wcs, cam, frame.header, origin="refined", fit_order=fit.order,
+                                        ra=ra[ok], dec=dec[ok], x=xc[use][ok], y=yc[use][ok])
+        log.info("%s: WCS refined on %d stars (order %d): rms %.2f\" x %.2f\"", frame.path, fit.n_used,
+                 fit.order, fit.rms_ra_arcsec, fit.rms_dec_arcsec)
+        new = star_list(m["gaia"], fit.wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
+                        pm_corr=self.options.pm_corr, mjd=m["mjd"])
+        m["wcs"] = fit.wcs
+        same = np.array_equal(new["SOURCE_ID"], stars["SOURCE_ID"])
+        m["stars"] = new
+        return not same or bool(np.any(np.hypot(new["x_gaia_guess"] - xg, new["y_gaia_guess"] - yg) > _MOVED_PIX))
 
     def _measure(self, frame, wcs, image, started):
         """A frame's pixel stages into `image` (a float32 device plane) and its Gaia stars:
@@ -254,7 +336,8 @@ class Reducer:
         if len(stars) == 0:
             log.warning("%s: no Gaia star brighter than the magnitude limit lies in the field", frame.path)
         t["gaia"] = time.perf_counter()
-        return {"t": t, "local": local, "has_dome": has_dome, "stats": stats, "mjd": mjd, "stars": stars}
+        return {"t": t, "local": local, "has_dome": has_dome, "stats": stats, "mjd": mjd, "stars": stars,
+                "gaia": gaia}
 
     def _finish(self, frame, wcs, m, image, centroid_result, phot):
         """A frame's catalogue, streaks, zeropoints and FrameResult from its measurements."""
@@ -296,6 +379,11 @@ class Reducer:
                 ("STRKTOUT", bool(streaks.timed_out), "streak detection gave up at its time limit"),
                 ("NSTREAKS", len(streaks.table), "satellite streaks found"),
             ]
+        pointing = m.get("pointing")
+        if pointing is not None:
+            from .astrometry.pointing import header_cards
+
+            header_extra += header_cards(pointing)
         detrended = be.to_host(image) if o.write_detrended or o.plot_detrended else None
         thumbnail = be.to_host(bin_image(image, THUMBNAIL_BIN, be.xp)) if o.thumbnail else None
         timings = _stage_timings(t)
@@ -303,7 +391,7 @@ class Reducer:
                              detrended=detrended, catalog=catalog, zeropoints=zps, sky=sky,
                              obs_night=obs_night, timestamp=telemetry_timestamp(m["local"]),
                              exptime_s=frame.exptime_s, wcs_ctype=tuple(wcs.wcs.ctype), timings=timings,
-                             streaks=streaks, thumbnail=thumbnail)
+                             streaks=streaks, thumbnail=thumbnail, wcs=wcs, pointing=pointing)
         row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == self.standard_aperture)
                   & (zps["science_fov_only"] == 0)][0]
         log.info("%s: zp %.3f mag (%d stars), sky %.3f ADU/s/pix, dome %s, %.0f ms on %s",
@@ -369,13 +457,18 @@ def write_outputs(result, reducer, plot_worker=None):
     if not paths:
         return {}
     records = fitsout.header_records(result.header, result.header_extra)
+    primary = records
+    if result.pointing is not None:  # the WCS the frame was reduced with, in the image-like headers
+        from .astrometry.pointing import wcs_cards
+
+        primary = fitsout.header_records(result.header, result.header_extra + wcs_cards(result.wcs))
     base = os.path.basename(result.raw_path).removesuffix(".fits")
     streak_table = result.streaks.table if result.streaks is not None else None
     writers = {paths["summary"]: lambda p: fitsout.write_summary(p, records, result.catalog,
                                                                  result.zeropoints, result.sky,
-                                                                 streak_table)}
+                                                                 streak_table, primary_records=primary)}
     if "detrended" in paths:
-        writers[paths["detrended"]] = lambda p: fitsout.write_detrended(p, result.detrended, records)
+        writers[paths["detrended"]] = lambda p: fitsout.write_detrended(p, result.detrended, primary)
     # each plot's stars are selected here, not inside its writer: a writer runs later, and a
     # closure would see whatever a name was last bound to
     cat = result.catalog
@@ -436,7 +529,7 @@ def finish_frame(result, reducer, *, redis_settings=None, plot_worker=None):
     if reducer.options.send_redis:
         record = telemetry_record(result.zeropoints, result.sky, result.timestamp,
                                   standard_aperture=reducer.standard_aperture,
-                                  sci_inst_name=reducer.options.sci_inst_name)
+                                  sci_inst_name=reducer.options.sci_inst_name, pointing=result.pointing)
         try:
             send_telemetry(record, redis_settings)
         except TelemetryError as exc:

@@ -95,8 +95,9 @@ def _value(x):
     return x
 
 
-def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_name="desi"):
-    """The seed's telemetry fields from the ZEROPOINTS and SKY tables of one frame.
+def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_name="desi", pointing=None):
+    """The seed's telemetry fields from the ZEROPOINTS and SKY tables of one frame, then the
+    frame's pointing fields when there are some.
 
     Parameters
     ----------
@@ -110,6 +111,9 @@ def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_
         The aper_ind whose zeropoints are reported.
     sci_inst_name : str
         Suffix of the science-instrument fields.
+    pointing : dict, optional
+        `astrometry.pointing.pointing_record` of the frame (WCS origin, astrometric RMS,
+        field centre, rotation, pixel scale, offset from the header pointing), appended.
     """
     def zp_row(quadrant, sci_only):
         rows = zeropoints[(zeropoints["quadrant"] == quadrant) & (zeropoints["aper_ind"] == standard_aperture)
@@ -137,6 +141,7 @@ def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_
     record[f"zp_adu_per_s_{inst}"] = sci["zp_adu_per_s"]
     record[f"n_stars_for_zp_{inst}"] = sci["n_sources_for_zp"]
     record["flag"] = int(bool(s["has_dome"]))
+    record.update(pointing or {})
     return {k: _value(v) for k, v in record.items()}
 
 
