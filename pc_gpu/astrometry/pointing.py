@@ -14,16 +14,16 @@ __all__ = ["POINTING_FIELDS", "pointing_record", "header_cards", "wcs_cards", "w
 
 # record field -> (FITS keyword, comment); the order is the record's
 POINTING_FIELDS = {
-    "wcs_origin": ("WCSORIG", "WCS origin: given (.wcs file) or refined"),
-    "wcs_fit_order": ("WCSORDER", "fitted order: 1 TAN, 2-3 TAN-SIP, 0 not fitted"),
-    "wcs_n_stars": ("WCSNSTAR", "Gaia stars in the astrometric fit"),
-    "wcs_rms_ra_arcsec": ("WCSRMSRA", "[arcsec] residual RMS along RA*cos(Dec)"),
-    "wcs_rms_dec_arcsec": ("WCSRMSDE", "[arcsec] residual RMS along Dec"),
-    "field_ra_deg": ("FIELDRA", "[deg] RA of the image centre (WCS)"),
-    "field_dec_deg": ("FIELDDEC", "[deg] Dec of the image centre (WCS)"),
-    "field_rotation_deg": ("FIELDROT", "[deg] sky rotation, counter-clockwise (N up at 0)"),
-    "pixel_scale_arcsec": ("PIXSCALE", "[arcsec/pix] pixel scale at the centre (WCS)"),
-    "pointing_offset_ra_arcsec": ("PNTOFFRA", "[arcsec] (FIELDRA - RADEG) * cos(Dec)"),
+    "wcs_origin": ("WCSORIG", "WCS: given (.wcs file) or refined"),
+    "wcs_fit_order": ("WCSORDER", "WCS fit order: 1 TAN, 2-3 SIP, 0 none"),
+    "wcs_n_stars": ("WCSNSTAR", "Gaia stars in the WCS fit"),
+    "wcs_rms_ra_arcsec": ("WCSRMSRA", "[arcsec] WCS fit RMS along RA*cos(Dec)"),
+    "wcs_rms_dec_arcsec": ("WCSRMSDE", "[arcsec] WCS fit RMS along Dec"),
+    "field_ra_deg": ("FIELDRA", "[deg] RA of the image centre"),
+    "field_dec_deg": ("FIELDDEC", "[deg] Dec of the image centre"),
+    "field_rotation_deg": ("FIELDROT", "[deg] sky turn, CCW from N up E left"),
+    "pixel_scale_arcsec": ("PIXSCALE", "[arcsec/pix] pixel scale at CRPIX"),
+    "pointing_offset_ra_arcsec": ("PNTOFFRA", "[arcsec] (FIELDRA - RADEG) cos(Dec)"),
     "pointing_offset_dec_arcsec": ("PNTOFFDE", "[arcsec] FIELDDEC - DECDEG"),
 }
 
@@ -100,7 +100,7 @@ def header_cards(record):
 
 
 def wcs_cards(wcs):
-    """(keyword, value, comment) cards of a WCS, SIP included."""
+    """(keyword, value, comment) cards of a WCS, SIP included (comments cut to fit a card)."""
     header = wcs.to_header(relax=True)
-    return [(card.keyword, card.value, card.comment) for card in header.cards
+    return [(card.keyword, card.value, card.comment[:36]) for card in header.cards
             if card.keyword not in ("COMMENT", "HISTORY", "")]
