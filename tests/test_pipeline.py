@@ -7,6 +7,7 @@ import fitsio
 import numpy as np
 import pytest
 
+from pc_gpu.astrometry.pointing import POINTING_FIELDS
 from pc_gpu.backend import get_backend
 from pc_gpu.camera import EL_NINO
 from pc_gpu.pipeline import Reducer, RunOptions, process_frame
@@ -164,7 +165,8 @@ def test_telemetry_hash_equals_summary(demo_field, cpu, redis_server, redis_clie
     expected_fields = {"timestamp", "zp_adu_per_s", "sky_adu_per_s", "mjd_obs", "n_stars_for_zp", "flag",
                        "sky_adu_per_s_desi", "zp_adu_per_s_desi", "n_stars_for_zp_desi"}
     expected_fields |= {f"{p}_q{q}" for p in ("sky_adu_per_s", "zp_adu_per_s", "n_stars_for_zp") for q in range(1, 5)}
-    assert set(got) == expected_fields
+    # the seed's fields, then the pointing (tests/test_wcs_refine.py checks those values)
+    assert set(got) == expected_fields | set(POINTING_FIELDS)
     zps = fitsio.read(paths["summary"], ext="ZEROPOINTS")
     sky = fitsio.read(paths["summary"], ext="SKY")[0]
     whole = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == 1) & (zps["science_fov_only"] == 0)][0]

@@ -12,6 +12,7 @@ import fitsio
 import numpy as np
 import pytest
 
+from pc_gpu.astrometry.pointing import POINTING_FIELDS
 from pc_gpu.ledger import Ledger
 from pc_gpu.realtime import RealtimeService, options_from_args, parse_args
 from pc_gpu.telemetry import RedisSettings, TELEMETRY_FIELDS, redis_settings, send_telemetry
@@ -103,7 +104,8 @@ def test_telemetry_matches_truth_and_options(tmp_path, night, small_camera, cpu,
     summaries = {e["frame"]: next(p for p in e["outputs"] if p.endswith("-summary.fits"))
                  for e in read_ledger(str(tmp_path / "out")) if e["event"] == "done"}
     assert list(summaries) == names
-    fields = {f.replace("{inst}", "wiyn") for f in TELEMETRY_FIELDS}
+    # the seed's fields, then the pointing (tests/test_wcs_refine.py checks those values)
+    fields = {f.replace("{inst}", "wiyn") for f in TELEMETRY_FIELDS} | set(POINTING_FIELDS)
     for i, name in zip(CLOUDY, names):
         record = latest[i]
         assert set(record) == fields, i

@@ -275,3 +275,54 @@ def test_perturbed_wcs_is_off_by_the_amounts_asked():
     scaled = _wcs(perturb_wcs_header(true, scale_error=0.005))
     assert math.sqrt(abs(np.linalg.det(scaled.pixel_scale_matrix))) * 3600 == pytest.approx(
         1.005 * EL_NINO.pixel_scale_arcsec, rel=1e-9)
+
+
+# ---------------------------------------------------------------- pc-realtime and pc-archive
+
+@pytest.mark.parametrize("flags", [[], ["--no_wcs_refine"]], ids=["refine", "no_wcs_refine"])
+def test_realtime_sends_the_pointing_unless_no_wcs_refine(flags, tmp_path, night, small_camera, cpu,
+                                                          redis_server, redis_client):
+    from pc_gpu.realtime import RealtimeService, options_from_args, parse_args
+    from pc_gpu.telemetry import RedisSettings
+    from realtime_helpers import drop
+
+    (tmp_path / "watch").mkdir()
+    run, service = options_from_args(parse_args([str(tmp_path / "watch"), "--outdir", str(tmp_path / "out"),
+                                                 "--device", "cpu", *flags]))
+    assert run.wcs_refine == (not flags)
+    svc = RealtimeService(run, dataclasses.replace(service, use_events=False), camera=small_camera,
+                          meta_dir=night.meta_dir, gaia_dir=night.gaia_dir, backend=cpu,
+                          redis_settings=RedisSettings(host="127.0.0.1", port=redis_server.port, key=KEY))
+    try:
+        drop(night, 0, str(tmp_path / "watch"))
+        assert svc.poll_once() == (1, 0)
+    finally:
+        svc.close()
+    [(_, entry)] = redis_client.xrange(f"{KEY}:history")
+    header = _primary(str(tmp_path / "out" / "20210611"))
+    latest = redis_client.hgetall(KEY)
+    if flags:
+        assert set(latest) == SEED_FIELDS and not set(POINTING_FIELDS) & set(entry)
+        assert "WCSORIG" not in header
+        return
+    assert header["WCSORIG"] == "refined" and header["WCSNSTAR"] >= MIN_STARS
+    for field, (keyword, _) in POINTING_FIELDS.items():
+        expected = header.get(keyword, "nan")
+        for got in (entry[field], latest[field]):
+            assert got == expected if isinstance(expected, str) else float(got) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("flags", [[], ["--no_wcs_refine"]], ids=["refine", "no_wcs_refine"])
+def test_archive_refines_unless_no_wcs_refine(flags, tmp_path, night, small_camera):
+    from pc_gpu.archive.cli import build_parser, options_from_args
+    from pc_gpu.archive.task import TaskSpec, reduce_chunk
+
+    options = options_from_args(build_parser().parse_args([night.meta_dir, "--outdir", str(tmp_path),
+                                                           "--device", "cpu", "--skip_checkplot", *flags]))
+    assert options.wcs_refine == (not flags)
+    [outcome] = reduce_chunk([night.raw[1]], TaskSpec(options, camera=small_camera, meta_dir=night.meta_dir,
+                                                      gaia_dir=night.gaia_dir))
+    assert outcome["event"] == "done", outcome["reason"]
+    header = _primary(os.path.join(str(tmp_path), outcome["night"]))
+    assert header.get("WCSORIG") == (None if flags else "refined")
+    assert ("CTYPE1" in header) == (not flags)
