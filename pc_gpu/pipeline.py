@@ -219,10 +219,11 @@ class Reducer:
         centroids = self._recentroid(images, measured, range(len(frames)))
         t_centroid = time.perf_counter()
         if o.wcs_refine:
-            moved = [i for i, (frame, wcs, m) in enumerate(zip(frames, wcss, measured))
-                     if self._refine(frame, wcs, measured, images, i, centroids)]
-            if moved:
-                centroids.update(self._recentroid(images, measured, moved))
+            redo = {i: self._refine(frame, wcs, measured, images, i, centroids)
+                    for i, (frame, wcs) in enumerate(zip(frames, wcss))}
+            redo = {i: r for i, r in redo.items() if r[0].any()}
+            if redo:
+                centroids.update(self._recentroid(images, measured, redo, redo))
         t_refine = time.perf_counter()
         counts = [len(m["stars"]) for m in measured]
         which = np.repeat(np.arange(len(frames)), counts)
@@ -246,26 +247,37 @@ class Reducer:
                                         {k: v[part] for k, v in phot.items()}))
         return results
 
-    def _recentroid(self, images, measured, indices):
+    def _recentroid(self, images, measured, indices, redo=None):
         """Recentroid the stars of the frames `indices` (into `measured` and `images`) in one
-        kernel launch; {index: (xcentroid, ycentroid, qmaxshift)}."""
+        kernel launch; {index: (xcentroid, ycentroid, qmaxshift)}. With `redo` ({index:
+        (mask, (xcentroid, ycentroid, qmaxshift))}), only a frame's masked stars are
+        recentroided and the others keep the centroids given there."""
         indices = list(indices)
+        redo = redo or {}
         stars = [measured[i]["stars"] for i in indices]
-        which = np.repeat(np.array(indices, dtype=np.int64), [len(s) for s in stars])
-        xg = np.concatenate([s["x_gaia_guess"] for s in stars]).astype(np.float64)
-        yg = np.concatenate([s["y_gaia_guess"] for s in stars]).astype(np.float64)
+        masks = [redo[i][0] if i in redo else np.ones(len(s), bool) for i, s in zip(indices, stars)]
+        which = np.repeat(np.array(indices, dtype=np.int64), [int(m.sum()) for m in masks])
+        xg = np.concatenate([s["x_gaia_guess"][m] for s, m in zip(stars, masks)]).astype(np.float64)
+        yg = np.concatenate([s["y_gaia_guess"][m] for s, m in zip(stars, masks)]).astype(np.float64)
         if len(xg):
             xc, yc, qmax = recentroid(images, xg, yg, self.camera, self.backend, frame=which)
         else:
             xc, yc, qmax = xg.copy(), yg.copy(), np.zeros(0, np.int64)
-        return {i: (xc[which == i], yc[which == i], qmax[which == i]) for i in indices}
+        out = {}
+        for i, mask in zip(indices, masks):
+            kept = redo[i][1] if i in redo else (np.zeros(len(mask)), np.zeros(len(mask)), np.zeros(len(mask), np.int64))
+            x, y, q = (np.array(a) for a in kept)
+            x[mask], y[mask], q[mask] = xc[which == i], yc[which == i], qmax[which == i]
+            out[i] = (x, y, q)
+        return out
 
     def _refine(self, frame, wcs, measured, images, i, centroids):
         """Fit frame i's WCS to its recentroided stars (`astrometry.refine`); on success put the
         refined WCS and the stars projected through it in `measured[i]`. A given WCS so far off that an
         affine correction moves guesses by more than _AFFINE_PIX is corrected that way first
-        and the stars recentroided (`centroids[i]` updated). Sets m["pointing"]; returns True
-        when the final guesses moved (the stars need recentroiding again)."""
+        and the stars recentroided (`centroids[i]` updated). Sets m["pointing"]; returns (mask of
+        the final stars whose guesses moved by more than _MOVED_PIX: they need recentroiding
+        again, the centroids of the others)."""
         from .astrometry.pointing import pointing_record
         from .astrometry.refine import affine_correction, fit_star_mask, refine_wcs
 
@@ -277,8 +289,8 @@ class Reducer:
         for attempt in range(_AFFINE_PASSES + 1):
             xc, yc, qmax = centroids[i]
             xg, yg = stars["x_gaia_guess"], stars["y_gaia_guess"]
-            use = fit_star_mask(xc, yc, qmax, wrong_source_flags(xg, yg, xc, yc), g_prime,
-                                exptime_s=frame.exptime_s, sky_adu=m["stats"]["full"][0], camera=cam)
+            use = fit_star_mask(xc, yc, qmax, g_prime, exptime_s=frame.exptime_s,
+                                sky_adu=m["stats"]["full"][0], camera=cam)
             correct = affine_correction(xg, yg, xc, yc, use, cam.centre)
             if correct is None or attempt == _AFFINE_PASSES:
                 break
@@ -297,10 +309,11 @@ class Reducer:
             log.warning("%s: WCS not refined (%d usable stars); the given .wcs is used", frame.path, int(use.sum()))
             m["pointing"] = pointing_record(wcs, cam, frame.header, origin="given", ra=ra, dec=dec,
                                             x=xc[use], y=yc[use])
-            if guesses_moved:  # back to the given WCS's stars
-                m["stars"] = star_list(m["gaia"], wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
-                                       pm_corr=self.options.pm_corr, mjd=m["mjd"])
-            return guesses_moved
+            if not guesses_moved:
+                return np.zeros(len(stars), bool), centroids[i]
+            m["stars"] = star_list(m["gaia"], wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
+                                   pm_corr=self.options.pm_corr, mjd=m["mjd"])  # the given WCS's stars again
+            return np.ones(len(m["stars"]), bool), centroids[i]
         ok = fit.used
         m["pointing"] = pointing_record(fit.wcs, cam, frame.header, origin="refined", fit_order=fit.order,
                                         ra=ra[ok], dec=dec[ok], x=xc[use][ok], y=yc[use][ok])
@@ -308,10 +321,14 @@ class Reducer:
                  fit.order, fit.rms_ra_arcsec, fit.rms_dec_arcsec)
         new = star_list(m["gaia"], fit.wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
                         pm_corr=self.options.pm_corr, mjd=m["mjd"])
-        m["wcs"] = fit.wcs
-        same = np.array_equal(new["SOURCE_ID"], stars["SOURCE_ID"])
-        m["stars"] = new
-        return not same or bool(np.any(np.hypot(new["x_gaia_guess"] - xg, new["y_gaia_guess"] - yg) > _MOVED_PIX))
+        m["wcs"], m["stars"] = fit.wcs, new
+        # a star keeps its centroid when it was measured from (nearly) the same guess
+        order = np.argsort(stars["SOURCE_ID"], kind="stable")
+        at = np.clip(np.searchsorted(stars["SOURCE_ID"], new["SOURCE_ID"], sorter=order), 0, max(len(stars) - 1, 0))
+        old = order[at] if len(stars) else np.zeros(len(new), np.int64)
+        known = (stars["SOURCE_ID"][old] == new["SOURCE_ID"]) if len(stars) else np.zeros(len(new), bool)
+        moved = ~known | (np.hypot(new["x_gaia_guess"] - xg[old], new["y_gaia_guess"] - yg[old]) > _MOVED_PIX)
+        return moved, (xc[old], yc[old], qmax[old])
 
     def _measure(self, frame, wcs, image, started):
         """A frame's pixel stages into `image` (a float32 device plane) and its Gaia stars:

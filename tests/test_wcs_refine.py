@@ -116,8 +116,10 @@ def test_refined_wcs_maps_gaia_stars_onto_the_truth(runs, sip_field):
     error = _wcs_error_pix(refined, truth)
     assert np.median(error) < 0.05 and np.percentile(error, 95) < 0.1
     # the detrended image carries the same WCS; the table HDUs only the pointing keywords
-    assert dict(_wcs(_primary(runs["refined"][0], "detrended")).to_header(relax=True)) == \
-        dict(refined.to_header(relax=True))
+    detrended = _wcs(_primary(runs["refined"][0], "detrended"))
+    corners = ([0, 3295, 0, 3295], [0, 0, 2471, 2471])
+    np.testing.assert_allclose(detrended.all_pix2world(*corners, 0), refined.all_pix2world(*corners, 0),
+                               rtol=0, atol=1e-10)
     _, zp_header = _summary(runs["refined"][0], "ZEROPOINTS")
     assert "CTYPE1" not in zp_header and zp_header["WCSORIG"] == "refined"
 

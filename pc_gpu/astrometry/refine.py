@@ -154,10 +154,12 @@ def refine_wcs(ra, dec, x, y, wcs, crpix, *, max_order=3):
     scale = max(float(np.max(np.hypot(u[keep], v[keep]))), 1.0)
     ra0, dec0 = (float(c[0]) for c in wcs.all_pix2world([crpix[0]], [crpix[1]], 0))
     pix_deg = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))))
-    for _ in range(_MAX_TANGENT_PASSES):
+    for attempt in range(_MAX_TANGENT_PASSES):
         xi, eta = tangent_plane(ra, dec, ra0, dec0)
-        coef, keep = _clipped_fit(u, v, xi, eta, valid, keep, 1, scale, pix_deg)
-        if coef is not None and order > 1:
+        coef = None
+        if attempt == 0 or order == 1:  # wrong matches go with the linear model first
+            coef, keep = _clipped_fit(u, v, xi, eta, valid, keep, 1, scale, pix_deg)
+        if order > 1 and (coef is not None or attempt > 0):
             coef, keep = _clipped_fit(u, v, xi, eta, valid, keep, order, scale, pix_deg)
         if coef is None:
             log.warning("WCS refinement: only %d stars left after clipping", int(keep.sum()))
@@ -175,30 +177,26 @@ def refine_wcs(ra, dec, x, y, wcs, crpix, *, max_order=3):
 
 def _sip_wcs(coef, order, scale, ra0, dec0, crpix):
     """astropy WCS from the fitted coefficients (constant term dropped: it is ~0 by now)."""
-    import warnings
-
-    from astropy.io import fits
-    from astropy.wcs import WCS
+    from astropy.wcs import WCS, Sip
 
     terms = _terms(order)
     real = coef / np.array([scale ** (p + q) for p, q in terms])[:, None]  # per u^p v^q
     cd = real[1:3].T  # rows xi, eta; columns u, v
+    wcs = WCS(naxis=2)
     sip = "-SIP" if order > 1 else ""
-    h = fits.Header()
-    h["WCSAXES"] = 2
-    h["CTYPE1"], h["CTYPE2"] = "RA---TAN" + sip, "DEC--TAN" + sip
-    h["CUNIT1"], h["CUNIT2"] = "deg", "deg"
-    h["CRVAL1"], h["CRVAL2"] = ra0, dec0
-    h["CRPIX1"], h["CRPIX2"] = crpix[0] + 1.0, crpix[1] + 1.0
-    h["CD1_1"], h["CD1_2"], h["CD2_1"], h["CD2_2"] = cd[0, 0], cd[0, 1], cd[1, 0], cd[1, 1]
+    wcs.wcs.ctype = ["RA---TAN" + sip, "DEC--TAN" + sip]
+    wcs.wcs.cunit = ["deg", "deg"]
+    wcs.wcs.crval = [ra0, dec0]
+    wcs.wcs.crpix = [crpix[0] + 1.0, crpix[1] + 1.0]
+    wcs.wcs.cd = cd
     if order > 1:
         ab = np.linalg.solve(cd, real[3:].T)  # (2, n_high): the SIP A and B coefficients
-        h["A_ORDER"] = h["B_ORDER"] = order
+        a, b = np.zeros((order + 1, order + 1)), np.zeros((order + 1, order + 1))
         for k, (p, q) in enumerate(terms[3:]):
-            h[f"A_{p}_{q}"], h[f"B_{p}_{q}"] = ab[0, k], ab[1, k]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return WCS(h)
+            a[p, q], b[p, q] = ab[0, k], ab[1, k]
+        wcs.sip = Sip(a, b, None, None, wcs.wcs.crpix)
+    wcs.wcs.set()
+    return wcs
 
 
 def affine_correction(x_guess, y_guess, xcentroid, ycentroid, use, centre):
@@ -229,7 +227,7 @@ def affine_correction(x_guess, y_guess, xcentroid, ycentroid, use, centre):
     return apply
 
 
-def fit_star_mask(xcentroid, ycentroid, qmaxshift, wrong_source, g_prime,
+def fit_star_mask(xcentroid, ycentroid, qmaxshift, g_prime,
                   *, exptime_s, sky_adu, camera, min_stars=30):
     """Stars whose centroids can anchor the WCS fit.
 
@@ -238,14 +236,13 @@ def fit_star_mask(xcentroid, ycentroid, qmaxshift, wrong_source, g_prime,
     box signal), so faint stars stay biased toward their guess: the fit uses the stars whose
     predicted share w (Gaia G' at the nominal zeropoint against `sky_adu` per pixel over the
     box) leaves less than 1% of the offset after the camera's passes, or the `min_stars` with
-    the largest share when fewer pass. Stars with a centroid flag, a wrong-source flag, or a
-    box that touches the image edge are left out.
+    the largest share when fewer pass. Stars with a centroid flag or a box that touches the
+    image edge are left out (wrong matches are left to the fit's clipping).
 
     Returns a boolean mask.
     """
     half = 0.5 * camera.centroid_box_pix + 1.0
-    good = ((np.asarray(qmaxshift) == 0) & (np.asarray(wrong_source) == 0)
-            & (xcentroid > half) & (ycentroid > half)
+    good = ((np.asarray(qmaxshift) == 0) & (xcentroid > half) & (ycentroid > half)
             & (xcentroid < camera.nx - 1 - half) & (ycentroid < camera.ny - 1 - half)
             & np.isfinite(g_prime))
     star = 10.0 ** (-0.4 * (np.where(np.isfinite(g_prime), g_prime, 99.0) - camera.nominal_zp)) * exptime_s
