@@ -31,6 +31,7 @@ from .zeropoints import zeropoint_rows
 _MOVED_PIX = 0.01  # recentroid again when refinement moves a star's guess by more than this
 _AFFINE_PIX = 0.5  # a given WCS whose affine correction moves a guess by more: corrected first
 _AFFINE_PASSES = 5
+_MAX_RMS_PIX = 0.5  # a refined WCS that fits its stars worse than this (per axis) is not used
 
 __all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "finish_frame", "process_frame"]
 
@@ -305,6 +306,10 @@ class Reducer:
             guesses_moved = True
         ra, dec = stars["RA"][use], stars["DEC"][use]
         fit = refine_wcs(ra, dec, xc[use], yc[use], wcs, cam.centre)
+        if fit is not None and max(fit.rms_ra_arcsec, fit.rms_dec_arcsec) > _MAX_RMS_PIX * cam.pixel_scale_arcsec:
+            log.warning("%s: the refined WCS fits its %d stars to %.1f\" x %.1f\" only", frame.path, fit.n_used,
+                        fit.rms_ra_arcsec, fit.rms_dec_arcsec)
+            fit = None
         if fit is None:
             log.warning("%s: WCS not refined (%d usable stars); the given .wcs is used", frame.path, int(use.sum()))
             m["pointing"] = pointing_record(wcs, cam, frame.header, origin="given", ra=ra, dec=dec,

@@ -328,3 +328,22 @@ def test_archive_refines_unless_no_wcs_refine(flags, tmp_path, night, small_came
     header = _primary(os.path.join(str(tmp_path), outcome["night"]))
     assert header.get("WCSORIG") == (None if flags else "refined")
     assert ("CTYPE1" in header) == (not flags)
+
+
+def test_too_few_stars_keep_the_given_wcs_and_say_so(small_field, cpu, tmp_path):
+    from pc_gpu.pipeline import Reducer, RunOptions, write_outputs
+    from pc_gpu.rawio import read_wcs
+
+    reducer = Reducer(RunOptions(outdir=str(tmp_path), max_n_stars=MIN_STARS - 1, checkplot=False),
+                      camera=small_field.camera, meta_dir=small_field.meta_dir, gaia_dir=small_field.gaia_dir,
+                      backend=cpu)
+    result = reducer.reduce(small_field.raw)
+    given = read_wcs(small_field.wcs)
+    assert result.pointing["wcs_origin"] == "given"
+    assert result.pointing["wcs_fit_order"] == 0 and 0 < result.pointing["wcs_n_stars"] < MIN_STARS
+    header = _primary(os.path.dirname(write_outputs(result, reducer)["summary"]))
+    assert header["WCSORIG"] == "given"
+    # the given solution, written out: the same sky at the corners
+    corners = ([0, 599, 0, 599], [0, 0, 449, 449])
+    np.testing.assert_allclose(_wcs(header).all_pix2world(*corners, 0), given.all_pix2world(*corners, 0),
+                               rtol=0, atol=1e-9)
