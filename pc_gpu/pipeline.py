@@ -32,6 +32,7 @@ _MOVED_PIX = 0.01  # recentroid again when refinement moves a star's guess by mo
 _AFFINE_PIX = 0.5  # a given WCS whose affine correction moves a guess by more: corrected first
 _AFFINE_PASSES = 5
 _MAX_RMS_PIX = 0.5  # a refined WCS that fits its stars worse than this (per axis) is not used
+_NEAR_PIX = 50.0  # Gaia stars projected through a refined WCS: those within this of the image
 
 __all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "finish_frame", "process_frame"]
 
@@ -310,7 +311,8 @@ class Reducer:
             log.warning("%s: the refined WCS fits its %d stars to %.1f\" x %.1f\" only", frame.path, fit.n_used,
                         fit.rms_ra_arcsec, fit.rms_dec_arcsec)
             fit = None
-        if fit is None:
+        new = self._project(m, fit.wcs, frame) if fit is not None else None
+        if new is None:
             log.warning("%s: WCS not refined (%d usable stars); the given .wcs is used", frame.path, int(use.sum()))
             m["pointing"] = pointing_record(wcs, cam, frame.header, origin="given", ra=ra, dec=dec,
                                             x=xc[use], y=yc[use])
@@ -318,14 +320,13 @@ class Reducer:
                 return np.zeros(len(stars), bool), centroids[i]
             m["stars"] = star_list(m["gaia"], wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
                                    pm_corr=self.options.pm_corr, mjd=m["mjd"])  # the given WCS's stars again
-            return np.ones(len(m["stars"]), bool), centroids[i]
+            n = len(m["stars"])
+            return np.ones(n, bool), (np.zeros(n), np.zeros(n), np.zeros(n, np.int64))
         ok = fit.used
         m["pointing"] = pointing_record(fit.wcs, cam, frame.header, origin="refined", fit_order=fit.order,
                                         ra=ra[ok], dec=dec[ok], x=xc[use][ok], y=yc[use][ok])
         log.info("%s: WCS refined on %d stars (order %d): rms %.2f\" x %.2f\"", frame.path, fit.n_used,
                  fit.order, fit.rms_ra_arcsec, fit.rms_dec_arcsec)
-        new = star_list(m["gaia"], fit.wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
-                        pm_corr=self.options.pm_corr, mjd=m["mjd"])
         m["wcs"], m["stars"] = fit.wcs, new
         # a star keeps its centroid when it was measured from (nearly) the same guess
         order = np.argsort(stars["SOURCE_ID"], kind="stable")
@@ -334,6 +335,24 @@ class Reducer:
         known = (stars["SOURCE_ID"][old] == new["SOURCE_ID"]) if len(stars) else np.zeros(len(new), bool)
         moved = ~known | (np.hypot(new["x_gaia_guess"] - xg[old], new["y_gaia_guess"] - yg[old]) > _MOVED_PIX)
         return moved, (xc[old], yc[old], qmax[old])
+
+    def _project(self, m, wcs, frame):
+        """`star_list` through a refined WCS, of the Gaia stars whose linear (TAN) position is
+        within _NEAR_PIX of the image (a fitted distortion is not meant to be inverted far
+        outside it); None when the inversion still fails."""
+        from astropy.wcs import NoConvergence
+
+        cam, gaia = self.camera, m["gaia"]
+        with np.errstate(invalid="ignore"):
+            x, y = wcs.wcs_world2pix(gaia["RA"].astype(np.float64), gaia["DEC"].astype(np.float64), 0)
+            near = ((x > -_NEAR_PIX) & (x < cam.nx - 1 + _NEAR_PIX) & (y > -_NEAR_PIX)
+                    & (y < cam.ny - 1 + _NEAR_PIX))
+        try:
+            return star_list(gaia[near], wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
+                             pm_corr=self.options.pm_corr, mjd=m["mjd"])
+        except NoConvergence:
+            log.warning("%s: the refined WCS cannot be inverted at every Gaia star near the field", frame.path)
+            return None
 
     def _measure(self, frame, wcs, image, started):
         """A frame's pixel stages into `image` (a float32 device plane) and its Gaia stars:

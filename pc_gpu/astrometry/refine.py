@@ -10,7 +10,8 @@ is linear least squares in the polynomial coefficients; the constant terms move 
 point, which is reprojected until they vanish. Wrong matches are removed by iterative clipping
 on the radial residual (a robust sigma from its median), first with the linear model, then
 with the full one. The SIP order follows the number of stars so that the fit never has fewer
-than about ten stars per coefficient.
+than about ten stars per coefficient; terms that the stars' layout leaves unconstrained are
+dropped by the least-squares solver's cut on small singular values.
 """
 
 import logging
@@ -31,6 +32,8 @@ _RAYLEIGH_MEDIAN = 1.1774  # median of a 2-d Gaussian's radius, in units of its 
 _MAX_CLIP_PASSES = 10
 _MAX_TANGENT_PASSES = 6
 _TANGENT_TOL_PIX = 1e-7   # reference point converged when the constant term is below this
+_RCOND = 1e-4             # singular values below this (relative) are dropped: terms that the
+                          # stars' layout cannot constrain (a thin strip of stars) get no weight
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def _clipped_fit(u, v, xi, eta, valid, keep, order, scale, pix_deg):
     for _ in range(_MAX_CLIP_PASSES):
         if keep.sum() < max(MIN_STARS, design.shape[1] + 1):
             return None, keep
-        coef = np.linalg.lstsq(design[keep], target[keep], rcond=None)[0]
+        coef = np.linalg.lstsq(design[keep], target[keep], rcond=_RCOND)[0]
         resid = np.hypot(*(target - design @ coef).T) / pix_deg
         sigma = max(float(np.median(resid[keep])) / _RAYLEIGH_MEDIAN, _SIGMA_FLOOR_PIX)
         new_keep = valid & (resid < _CLIP * sigma)
