@@ -48,7 +48,6 @@ def main(argv=None):
 
     from pc_gpu.astrometry.refine import fit_star_mask, refine_wcs
     from pc_gpu.backend import get_backend
-    from pc_gpu.centroid import wrong_source_flags
     from pc_gpu.kernels import warm_up
     from pc_gpu.pipeline import Reducer, RunOptions
     from pc_gpu.rawio import read_raw, read_wcs
@@ -86,10 +85,8 @@ def main(argv=None):
     reducer = reducers[False]
     result = reducer.reduce_frame(frame, read_wcs(field.wcs))
     cat = result.catalog
-    use = fit_star_mask(cat["xcentroid"], cat["ycentroid"], cat["qmaxshift"],
-                        wrong_source_flags(cat["x_gaia_guess"], cat["y_gaia_guess"], cat["xcentroid"], cat["ycentroid"]),
-                        cat["G_PRIME"], exptime_s=frame.exptime_s, sky_adu=result.sky[0]["median_adu"],
-                        camera=reducer.camera)
+    use = fit_star_mask(cat["xcentroid"], cat["ycentroid"], cat["qmaxshift"], cat["G_PRIME"],
+                        exptime_s=frame.exptime_s, sky_adu=result.sky[0]["median_adu"], camera=reducer.camera)
     ra, dec, x, y = cat["RA"][use], cat["DEC"][use], cat["xcentroid"][use], cat["ycentroid"][use]
     given = read_wcs(perturbed)
     ours = refine_wcs(ra, dec, x, y, given, reducer.camera.centre)

@@ -18,7 +18,7 @@ from .catalog import catalog_table
 from .centroid import max_centroid_shift, recentroid, wrong_source_flags
 from .detrend import detrend, dome_flag, prepare_calibrations
 from .errors import InputError, TelescopeMotion
-from .gaia import field_healpix, read_gaia_chunks, star_list
+from .gaia import field_healpix, gaia_mag_limit, read_gaia_chunks, star_list
 from .obstime import local_datetime, mjd_obs, observing_night, telemetry_timestamp
 from .outputs import check_outputs_free, output_paths, publish
 from .photometry import aperture_photometry
@@ -343,6 +343,8 @@ class Reducer:
         from astropy.wcs import NoConvergence
 
         cam, gaia = self.camera, m["gaia"]
+        g = gaia["PHOT_G_MEAN_MAG"]
+        gaia = gaia[np.isfinite(g) & (g <= gaia_mag_limit(frame.exptime_s))]  # star_list's cut, first
         with np.errstate(invalid="ignore"):
             x, y = wcs.wcs_world2pix(gaia["RA"].astype(np.float64), gaia["DEC"].astype(np.float64), 0)
             near = ((x > -_NEAR_PIX) & (x < cam.nx - 1 + _NEAR_PIX) & (y > -_NEAR_PIX)
