@@ -281,7 +281,7 @@ class Reducer:
         the final stars whose guesses moved by more than _MOVED_PIX: they need recentroiding
         again, the centroids of the others)."""
         from .astrometry.pointing import pointing_record
-        from .astrometry.refine import affine_correction, fit_star_mask, refine_wcs
+        from .astrometry.refine import affine_correction, carried_centroids, fit_star_mask, refine_wcs
 
         cam, m = self.camera, measured[i]
         stars = m["stars"]
@@ -316,42 +316,32 @@ class Reducer:
             log.warning("%s: WCS not refined (%d usable stars); the given .wcs is used", frame.path, int(use.sum()))
             m["pointing"] = pointing_record(wcs, cam, frame.header, origin="given", ra=ra, dec=dec,
                                             x=xc[use], y=yc[use])
-            if not guesses_moved:
-                return np.zeros(len(stars), bool), centroids[i]
-            m["stars"] = star_list(m["gaia"], wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
-                                   pm_corr=self.options.pm_corr, mjd=m["mjd"])  # the given WCS's stars again
-            n = len(m["stars"])
-            return np.ones(n, bool), (np.zeros(n), np.zeros(n), np.zeros(n, np.int64))
-        ok = fit.used
-        m["pointing"] = pointing_record(fit.wcs, cam, frame.header, origin="refined", fit_order=fit.order,
-                                        ra=ra[ok], dec=dec[ok], x=xc[use][ok], y=yc[use][ok])
-        log.info("%s: WCS refined on %d stars (order %d): rms %.2f\" x %.2f\"", frame.path, fit.n_used,
-                 fit.order, fit.rms_ra_arcsec, fit.rms_dec_arcsec)
-        m["wcs"], m["stars"] = fit.wcs, new
+            new = stars if not guesses_moved else star_list(  # the given WCS's stars again
+                m["gaia"], wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
+                pm_corr=self.options.pm_corr, mjd=m["mjd"])
+        else:
+            ok = fit.used
+            m["pointing"] = pointing_record(fit.wcs, cam, frame.header, origin="refined", fit_order=fit.order,
+                                            ra=ra[ok], dec=dec[ok], x=xc[use][ok], y=yc[use][ok])
+            log.info("%s: WCS refined on %d stars (order %d): rms %.2f\" x %.2f\"", frame.path, fit.n_used,
+                     fit.order, fit.rms_ra_arcsec, fit.rms_dec_arcsec)
+            m["wcs"] = fit.wcs
+        m["stars"] = new
         # a star keeps its centroid when it was measured from (nearly) the same guess
-        order = np.argsort(stars["SOURCE_ID"], kind="stable")
-        at = np.clip(np.searchsorted(stars["SOURCE_ID"], new["SOURCE_ID"], sorter=order), 0, max(len(stars) - 1, 0))
-        old = order[at] if len(stars) else np.zeros(len(new), np.int64)
-        known = (stars["SOURCE_ID"][old] == new["SOURCE_ID"]) if len(stars) else np.zeros(len(new), bool)
-        moved = ~known | (np.hypot(new["x_gaia_guess"] - xg[old], new["y_gaia_guess"] - yg[old]) > _MOVED_PIX)
-        return moved, (xc[old], yc[old], qmax[old])
+        return carried_centroids(stars, new, (xc, yc, qmax), tolerance_pix=_MOVED_PIX)
 
     def _project(self, m, wcs, frame):
-        """`star_list` through a refined WCS, of the Gaia stars whose linear (TAN) position is
-        within _NEAR_PIX of the image (a fitted distortion is not meant to be inverted far
-        outside it); None when the inversion still fails."""
+        """`star_list` through a refined WCS of the Gaia stars near the field
+        (`astrometry.refine.near_field`); None when the WCS cannot be inverted there."""
         from astropy.wcs import NoConvergence
 
-        cam, gaia = self.camera, m["gaia"]
-        g = gaia["PHOT_G_MEAN_MAG"]
-        gaia = gaia[np.isfinite(g) & (g <= gaia_mag_limit(frame.exptime_s))]  # star_list's cut, first
-        with np.errstate(invalid="ignore"):
-            x, y = wcs.wcs_world2pix(gaia["RA"].astype(np.float64), gaia["DEC"].astype(np.float64), 0)
-            near = ((x > -_NEAR_PIX) & (x < cam.nx - 1 + _NEAR_PIX) & (y > -_NEAR_PIX)
-                    & (y < cam.ny - 1 + _NEAR_PIX))
+        from .astrometry.refine import near_field
+
+        g = m["gaia"]["PHOT_G_MEAN_MAG"]
+        gaia = m["gaia"][np.isfinite(g) & (g <= gaia_mag_limit(frame.exptime_s))]  # star_list's cut, first
         try:
-            return star_list(gaia[near], wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
-                             pm_corr=self.options.pm_corr, mjd=m["mjd"])
+            return star_list(near_field(gaia, wcs, self.camera, _NEAR_PIX), wcs, self.camera, frame.exptime_s,
+                             max_n_stars=self.options.max_n_stars, pm_corr=self.options.pm_corr, mjd=m["mjd"])
         except NoConvergence:
             log.warning("%s: the refined WCS cannot be inverted at every Gaia star near the field", frame.path)
             return None

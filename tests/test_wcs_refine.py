@@ -347,3 +347,17 @@ def test_too_few_stars_keep_the_given_wcs_and_say_so(small_field, cpu, tmp_path)
     corners = ([0, 599, 0, 599], [0, 0, 449, 449])
     np.testing.assert_allclose(_wcs(header).all_pix2world(*corners, 0), given.all_pix2world(*corners, 0),
                                rtol=0, atol=1e-9)
+
+
+def test_only_stars_whose_guess_moved_are_recentroided_again():
+    from pc_gpu.astrometry.refine import carried_centroids
+
+    dtype = [("SOURCE_ID", "i8"), ("x_gaia_guess", "f8"), ("y_gaia_guess", "f8")]
+    old = np.array([(7, 10.0, 10.0), (3, 50.0, 20.0), (9, 80.0, 30.0)], dtype=dtype)
+    # star 9 kept within 0.01 pix, 3 moved by 0.02, 5 is new (the refined WCS took it in), 7 left
+    new = np.array([(9, 80.005, 30.0), (3, 50.0, 20.02), (5, 5.0, 5.0)], dtype=dtype)
+    centroids = (np.array([10.1, 50.3, 80.2]), np.array([10.2, 20.4, 30.1]), np.array([0, 1, 0]))
+    moved, (x, y, q) = carried_centroids(old, new, centroids, tolerance_pix=0.01)
+    assert moved.tolist() == [False, True, True]
+    assert (x[0], y[0], q[0]) == (80.2, 30.1, 0)
+    assert carried_centroids(old[:0], new, centroids, tolerance_pix=0.01)[0].all()

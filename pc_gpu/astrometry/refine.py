@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["WcsFit", "refine_wcs", "sip_order_for", "tangent_plane", "from_tangent_plane",
-           "fit_star_mask", "affine_correction", "MIN_STARS"]
+           "fit_star_mask", "affine_correction", "near_field", "carried_centroids", "MIN_STARS"]
 
 log = logging.getLogger(__name__)
 
@@ -257,3 +257,45 @@ def fit_star_mask(xcentroid, ycentroid, qmaxshift, g_prime,
         chosen = np.zeros(len(good), bool)
         chosen[idx[np.argsort(-share[idx], kind="stable")[:min_stars]]] = True
     return chosen
+
+
+def near_field(gaia, wcs, camera, margin_pix):
+    """Rows of `gaia` whose linear (TAN, no distortion) position through `wcs` lies within
+    `margin_pix` of the image: the stars a fitted distortion may be inverted at (a polynomial
+    fitted inside the image is not meant to be inverted far outside it)."""
+    with np.errstate(invalid="ignore"):
+        x, y = wcs.wcs_world2pix(gaia["RA"].astype(np.float64), gaia["DEC"].astype(np.float64), 0)
+        return gaia[(x > -margin_pix) & (x < camera.nx - 1 + margin_pix) & (y > -margin_pix)
+                    & (y < camera.ny - 1 + margin_pix)]
+
+
+def carried_centroids(old, new, centroids, *, tolerance_pix):
+    """Which stars of the star list `new` must be recentroided after the guesses moved from
+    the list `old` (same columns: SOURCE_ID, x_gaia_guess, y_gaia_guess), and the centroids
+    the others keep.
+
+    Parameters
+    ----------
+    old, new : numpy structured arrays
+        Star lists before and after the WCS changed.
+    centroids : (xcentroid, ycentroid, qmaxshift)
+        Measured from the guesses of `old`.
+    tolerance_pix : float
+        A star whose guess moved by more than this, or that is new, is recentroided.
+
+    Returns
+    -------
+    (numpy.ndarray, tuple)
+        Boolean mask over `new`; (xcentroid, ycentroid, qmaxshift) over `new` (the old values
+        where kept, anything where masked).
+    """
+    xc, yc, qmax = centroids
+    if len(old) == 0:
+        n = len(new)
+        return np.ones(n, bool), (np.zeros(n), np.zeros(n), np.zeros(n, np.int64))
+    order = np.argsort(old["SOURCE_ID"], kind="stable")
+    at = order[np.clip(np.searchsorted(old["SOURCE_ID"], new["SOURCE_ID"], sorter=order), 0, len(old) - 1)]
+    moved = ((old["SOURCE_ID"][at] != new["SOURCE_ID"])
+             | (np.hypot(new["x_gaia_guess"] - old["x_gaia_guess"][at],
+                         new["y_gaia_guess"] - old["y_gaia_guess"][at]) > tolerance_pix))
+    return moved, (xc[at], yc[at], qmax[at])
