@@ -62,6 +62,9 @@ def add_reduction_arguments(p):
                    help="give up streak detection after this many seconds (empty STREAKS, STRKTOUT = T)")
     p.add_argument("--thumbnail", action="store_true",
                    help="write RAW-thumb.jpg, a small preview of the detrended image (for pc-report)")
+    p.add_argument("--no_wcs_refine", action="store_true",
+                   help="use the .wcs as it is: no fit of the WCS to the Gaia stars, no second recentroid, "
+                        "no pointing keywords or telemetry")
     p.add_argument("--meta_dir", help="calibration directory (default $POINTING_CAMERA_META)")
     p.add_argument("--gaia_dir", help="Gaia chunk directory (default $PC_GAIA_DIR)")
     p.add_argument("-v", "--verbose", action="store_true", help="log stage timings and details")
@@ -97,7 +100,7 @@ def options_from_args(args):
         max_zp_radius=args.max_zp_radius, overwrite=args.overwrite, device=args.device,
         calib_fallback=args.calib_fallback, detect_streaks=args.detect_streaks,
         plot_streaks=args.plot_streaks, streak_time_limit=args.streak_time_limit,
-        thumbnail=args.thumbnail)
+        thumbnail=args.thumbnail, wcs_refine=not args.no_wcs_refine)
 
 
 def configure_logging(verbose=False, quiet=False):

@@ -17,12 +17,13 @@ _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO
 
 
 def header_records(header, extra=()):
-    """fitsio header records: the raw header's cards (structural ones dropped) then `extra`,
-    a sequence of (name, value, comment)."""
+    """fitsio header records: the raw header's cards (structural ones dropped, and those that
+    `extra` sets again) then `extra`, a sequence of (name, value, comment)."""
     records = []
+    replaced = {name for name, _, _ in extra}
     for card in header.cards:
         key = card.keyword
-        if key in _STRUCTURAL or key.startswith(("TTYPE", "TFORM", "TZERO", "TSCAL", "TDIM", "TUNIT")):
+        if key in _STRUCTURAL or key in replaced or key.startswith(("TTYPE", "TFORM", "TZERO", "TSCAL", "TDIM", "TUNIT")):
             continue
         if key in ("COMMENT", "HISTORY"):
             records.append({"name": key, "value": str(card.value)})
@@ -41,10 +42,12 @@ def write_detrended(path, image, records):
     fits.PrimaryHDU(np.asarray(image, dtype=np.float32), header=header).writeto(path, overwrite=True)
 
 
-def write_summary(path, records, catalog, zeropoints, sky, streaks=None, conditions=None):
+def write_summary(path, records, catalog, zeropoints, sky, streaks=None, conditions=None, *,
+                  primary_records=None):
     """Write the summary file: header-only primary HDU, then CATALOG, ZEROPOINTS, SKY, when
     `streaks` is given (streak detection ran; possibly no rows) STREAKS, and when `conditions`
-    is given CONDITIONS, each carrying the same header records."""
+    is given CONDITIONS, each carrying the same header records (the primary HDU
+    `primary_records` when given: the WCS goes there only)."""
     tables = [("CATALOG", catalog), ("ZEROPOINTS", zeropoints), ("SKY", sky)]
     if streaks is not None:
         tables.append(("STREAKS", streaks))
@@ -60,7 +63,7 @@ def _write_tables_fitsio(path, records, tables):
     import fitsio
 
     with fitsio.FITS(path, "rw", clobber=True) as f:
-        f.write(None, header=records)
+        f.write(None, header=records if primary_records is None else primary_records)
         for name, table in tables:
             f.write(table, extname=name, header=records)
 

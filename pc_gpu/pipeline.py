@@ -19,7 +19,7 @@ from .conditions import measure_conditions
 from .centroid import max_centroid_shift, recentroid, wrong_source_flags
 from .detrend import detrend, dome_flag, prepare_calibrations
 from .errors import InputError, TelescopeMotion
-from .gaia import field_healpix, read_gaia_chunks, star_list
+from .gaia import field_healpix, gaia_mag_limit, read_gaia_chunks, star_list
 from .obstime import local_datetime, mjd_obs, observing_night, telemetry_timestamp
 from .outputs import check_outputs_free, output_paths, publish
 from .photometry import aperture_photometry
@@ -28,6 +28,12 @@ from .sky import inter_quadrant_rms, sky_regions, sky_statistics
 from .tables import FrameInfo, _string_dtype, sky_table, zeropoints_table
 from .thumbnail import THUMBNAIL_BIN, bin_image, write_thumbnail
 from .zeropoints import zeropoint_rows
+
+_MOVED_PIX = 0.01  # recentroid again when refinement moves a star's guess by more than this
+_AFFINE_PIX = 0.5  # a given WCS whose affine correction moves a guess by more: corrected first
+_AFFINE_PASSES = 5
+_MAX_RMS_PIX = 0.5  # a refined WCS that fits its stars worse than this (per axis) is not used
+_NEAR_PIX = 50.0  # Gaia stars projected through a refined WCS: those within this of the image
 
 __all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "finish_frame", "process_frame"]
 
@@ -50,7 +56,9 @@ class RunOptions:
     detect_streaks : find satellite streaks (STREAKS table, CATALOG on_streak, such stars out
     of the zeropoints); plot_streaks : draw them on the detrended plot; streak_time_limit :
     seconds after which streak detection gives up (None: no limit); thumbnail : write
-    RAW-thumb.jpg, an 8x8-binned asinh-stretched preview of the detrended image.
+    RAW-thumb.jpg, an 8x8-binned asinh-stretched preview of the detrended image; wcs_refine :
+    fit the WCS to the recentroided Gaia stars (TAN-SIP), recentroid again from it, record the
+    pointing (False: the given .wcs as it is, no pointing record).
     """
 
     outdir: str | None = None
@@ -77,6 +85,7 @@ class RunOptions:
     plot_streaks: bool = False
     streak_time_limit: float | None = None
     thumbnail: bool = False
+    wcs_refine: bool = True
 
     def __post_init__(self):
         if self.max_n_stars < 1:
@@ -110,6 +119,8 @@ class FrameResult:
     streaks: object = None  # streaks.StreakResult when detection was asked for
     thumbnail: np.ndarray | None = None  # binned detrended image (ADU) with options.thumbnail
     conditions: np.ndarray | None = None  # CONDITIONS table (conditions.measure_conditions)
+    wcs: object = None  # the astropy WCS the frame was reduced with (refined when it was)
+    pointing: dict | None = None  # astrometry.pointing.pointing_record, with options.wcs_refine
 
 
 class Reducer:
@@ -201,23 +212,27 @@ class Reducer:
     def reduce_frames(self, frames, wcss, *, started=None):
         """Reduce several frames already in memory together: each frame's pixel stages on its
         own, then the stars of all of them recentroided and measured in one kernel launch
-        each (a batch fills a GPU where one frame's stars cannot), then each frame's
-        catalogue and zeropoints. Same results as one `reduce_frame` per frame; returns the
+        each (a batch fills a GPU where one frame's stars cannot; with `wcs_refine`, each
+        frame's WCS is fitted to its stars between two such recentroid launches), then each
+        frame's catalogue and zeropoints. Same results as one `reduce_frame` per frame; returns the
         list of FrameResult."""
         be, o = self.backend, self.options
         started = time.perf_counter() if started is None else started
         images = be.xp.empty((len(frames),) + self.camera.shape, dtype=np.float32)
         measured = [self._measure(frame, wcs, images[i], started) for i, (frame, wcs) in enumerate(zip(frames, wcss))]
+        centroids = self._recentroid(images, measured, range(len(frames)))
+        t_centroid = time.perf_counter()
+        if o.wcs_refine:
+            redo = {i: self._refine(frame, wcs, measured, images, i, centroids)
+                    for i, (frame, wcs) in enumerate(zip(frames, wcss))}
+            redo = {i: r for i, r in redo.items() if r[0].any()}
+            if redo:
+                centroids.update(self._recentroid(images, measured, redo, redo))
+        t_refine = time.perf_counter()
         counts = [len(m["stars"]) for m in measured]
         which = np.repeat(np.arange(len(frames)), counts)
-        xg = np.concatenate([m["stars"]["x_gaia_guess"] for m in measured]).astype(np.float64)
-        yg = np.concatenate([m["stars"]["y_gaia_guess"] for m in measured]).astype(np.float64)
-        if len(xg):
-            xc, yc, qmax = recentroid(images, xg, yg, self.camera, be, frame=which)
-        else:
-            xc, yc, qmax = xg.copy(), yg.copy(), np.zeros(0, np.int64)
-        t_centroid = time.perf_counter()
-        if len(xg):
+        xc, yc, qmax = (np.concatenate([centroids[i][k] for i in range(len(frames))]) for k in range(3))
+        if len(xc):
             phot = aperture_photometry(images, xc, yc, self.camera, be, radii=self.radii,
                                        bg_sigclip=o.bg_sigclip, frame=which)
         else:
@@ -229,10 +244,110 @@ class Reducer:
         results = []
         for i, (frame, wcs, m) in enumerate(zip(frames, wcss, measured)):
             part = slice(bounds[i], bounds[i + 1])
-            m["t"].update(centroid=t_centroid, photometry=t_photometry)
-            results.append(self._finish(frame, wcs, m, images[i], (xc[part], yc[part], qmax[part]),
+            m["t"]["centroid"] = t_centroid
+            if o.wcs_refine:
+                m["t"]["refine"] = t_refine
+            m["t"]["photometry"] = t_photometry
+            results.append(self._finish(frame, m.get("wcs", wcs), m, images[i], (xc[part], yc[part], qmax[part]),
                                         {k: v[part] for k, v in phot.items()}))
         return results
+
+    def _recentroid(self, images, measured, indices, redo=None):
+        """Recentroid the stars of the frames `indices` (into `measured` and `images`) in one
+        kernel launch; {index: (xcentroid, ycentroid, qmaxshift)}. With `redo` ({index:
+        (mask, (xcentroid, ycentroid, qmaxshift))}), only a frame's masked stars are
+        recentroided and the others keep the centroids given there."""
+        indices = list(indices)
+        redo = redo or {}
+        stars = [measured[i]["stars"] for i in indices]
+        masks = [redo[i][0] if i in redo else np.ones(len(s), bool) for i, s in zip(indices, stars)]
+        which = np.repeat(np.array(indices, dtype=np.int64), [int(m.sum()) for m in masks])
+        xg = np.concatenate([s["x_gaia_guess"][m] for s, m in zip(stars, masks)]).astype(np.float64)
+        yg = np.concatenate([s["y_gaia_guess"][m] for s, m in zip(stars, masks)]).astype(np.float64)
+        if len(xg):
+            xc, yc, qmax = recentroid(images, xg, yg, self.camera, self.backend, frame=which)
+        else:
+            xc, yc, qmax = xg.copy(), yg.copy(), np.zeros(0, np.int64)
+        out = {}
+        for i, mask in zip(indices, masks):
+            kept = redo[i][1] if i in redo else (np.zeros(len(mask)), np.zeros(len(mask)), np.zeros(len(mask), np.int64))
+            x, y, q = (np.array(a) for a in kept)
+            x[mask], y[mask], q[mask] = xc[which == i], yc[which == i], qmax[which == i]
+            out[i] = (x, y, q)
+        return out
+
+    def _refine(self, frame, wcs, measured, images, i, centroids):
+        """Fit frame i's WCS to its recentroided stars (`astrometry.refine`); on success put the
+        refined WCS and the stars projected through it in `measured[i]`. A given WCS so far off that an
+        affine correction moves guesses by more than _AFFINE_PIX is corrected that way first
+        and the stars recentroided (`centroids[i]` updated). Sets m["pointing"]; returns (mask of
+        the final stars whose guesses moved by more than _MOVED_PIX: they need recentroiding
+        again, the centroids of the others)."""
+        from .astrometry.pointing import pointing_record
+        from .astrometry.refine import affine_correction, carried_centroids, fit_star_mask, refine_wcs
+
+        cam, m = self.camera, measured[i]
+        stars = m["stars"]
+        colour = (stars["PHOT_BP_MEAN_MAG"] - stars["PHOT_RP_MEAN_MAG"]).astype(np.float64)
+        g_prime = stars["PHOT_G_MEAN_MAG"] + 0.25 * np.where(np.isfinite(colour), colour, 0.0)
+        guesses_moved = False
+        for attempt in range(_AFFINE_PASSES + 1):
+            xc, yc, qmax = centroids[i]
+            xg, yg = stars["x_gaia_guess"], stars["y_gaia_guess"]
+            use = fit_star_mask(xc, yc, qmax, g_prime, exptime_s=frame.exptime_s,
+                                sky_adu=m["stats"]["full"][0], camera=cam)
+            correct = affine_correction(xg, yg, xc, yc, use, cam.centre)
+            if correct is None or attempt == _AFFINE_PASSES:
+                break
+            xa, ya = correct(xg, yg)
+            if not np.max(np.hypot(xa - xg, ya - yg), initial=0.0) > _AFFINE_PIX:
+                break
+            log.info("%s: the given WCS is off by up to %.1f pix; corrected by an affine fit first",
+                     frame.path, float(np.max(np.hypot(xa - xg, ya - yg))))
+            stars = m["stars"] = stars.copy()
+            stars["x_gaia_guess"], stars["y_gaia_guess"] = xa, ya
+            centroids.update(self._recentroid(images, measured, [i]))
+            guesses_moved = True
+        ra, dec = stars["RA"][use], stars["DEC"][use]
+        fit = refine_wcs(ra, dec, xc[use], yc[use], wcs, cam.centre)
+        if fit is not None and max(fit.rms_ra_arcsec, fit.rms_dec_arcsec) > _MAX_RMS_PIX * cam.pixel_scale_arcsec:
+            log.warning("%s: the refined WCS fits its %d stars to %.1f\" x %.1f\" only", frame.path, fit.n_used,
+                        fit.rms_ra_arcsec, fit.rms_dec_arcsec)
+            fit = None
+        new = self._project(m, fit.wcs, frame) if fit is not None else None
+        if new is None:
+            log.warning("%s: WCS not refined (%d usable stars); the given .wcs is used", frame.path, int(use.sum()))
+            m["pointing"] = pointing_record(wcs, cam, frame.header, origin="given", ra=ra, dec=dec,
+                                            x=xc[use], y=yc[use])
+            new = stars if not guesses_moved else star_list(  # the given WCS's stars again
+                m["gaia"], wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
+                pm_corr=self.options.pm_corr, mjd=m["mjd"])
+        else:
+            ok = fit.used
+            m["pointing"] = pointing_record(fit.wcs, cam, frame.header, origin="refined", fit_order=fit.order,
+                                            ra=ra[ok], dec=dec[ok], x=xc[use][ok], y=yc[use][ok])
+            log.info("%s: WCS refined on %d stars (order %d): rms %.2f\" x %.2f\"", frame.path, fit.n_used,
+                     fit.order, fit.rms_ra_arcsec, fit.rms_dec_arcsec)
+            m["wcs"] = fit.wcs
+        m["stars"] = new
+        # a star keeps its centroid when it was measured from (nearly) the same guess
+        return carried_centroids(stars, new, (xc, yc, qmax), tolerance_pix=_MOVED_PIX)
+
+    def _project(self, m, wcs, frame):
+        """`star_list` through a refined WCS of the Gaia stars near the field
+        (`astrometry.refine.near_field`); None when the WCS cannot be inverted there."""
+        from astropy.wcs import NoConvergence
+
+        from .astrometry.refine import near_field
+
+        g = m["gaia"]["PHOT_G_MEAN_MAG"]
+        gaia = m["gaia"][np.isfinite(g) & (g <= gaia_mag_limit(frame.exptime_s))]  # star_list's cut, first
+        try:
+            return star_list(near_field(gaia, wcs, self.camera, _NEAR_PIX), wcs, self.camera, frame.exptime_s,
+                             max_n_stars=self.options.max_n_stars, pm_corr=self.options.pm_corr, mjd=m["mjd"])
+        except NoConvergence:
+            log.warning("%s: the refined WCS cannot be inverted at every Gaia star near the field", frame.path)
+            return None
 
     def _measure(self, frame, wcs, image, started):
         """A frame's pixel stages into `image` (a float32 device plane) and its Gaia stars:
@@ -257,7 +372,8 @@ class Reducer:
         if len(stars) == 0:
             log.warning("%s: no Gaia star brighter than the magnitude limit lies in the field", frame.path)
         t["gaia"] = time.perf_counter()
-        return {"t": t, "local": local, "has_dome": has_dome, "stats": stats, "mjd": mjd, "stars": stars}
+        return {"t": t, "local": local, "has_dome": has_dome, "stats": stats, "mjd": mjd, "stars": stars,
+                "gaia": gaia}
 
     def _finish(self, frame, wcs, m, image, centroid_result, phot):
         """A frame's catalogue, streaks, zeropoints and FrameResult from its measurements."""
@@ -284,12 +400,18 @@ class Reducer:
                                max_zp_radius=o.max_zp_radius)
         sky = sky_table(stats, quad_rms, info)
         t["zeropoints"] = time.perf_counter()
+        frame_columns = [("fname_raw", raw_path, _string_dtype(raw_path)), ("mjd_obs", m["mjd"], "f8"),
+                         ("obs_night", obs_night, "S8")]
+        pointing = m.get("pointing")
+        if pointing is not None:
+            from .astrometry.pointing import table_columns
+
+            frame_columns += table_columns(pointing)
         catalog, conditions = measure_conditions(
             catalog, image, phot, cam, calib, be, sky, zps, exptime_s=frame.exptime_s, radii=self.radii,
             standard_aperture=self.standard_aperture, flatfield=o.flatfield, bg_sigclip=o.bg_sigclip,
             pixel_area_arcsec2=abs(float(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0 ** 2,
-            frame_columns=[("fname_raw", raw_path, _string_dtype(raw_path)), ("mjd_obs", m["mjd"], "f8"),
-                           ("obs_night", obs_night, "S8")])
+            frame_columns=frame_columns)
         t["conditions"] = time.perf_counter()
         header_extra = [
             ("DOMEFLAG", bool(has_dome), "potential dome vignetting"),
@@ -306,6 +428,10 @@ class Reducer:
                 ("STRKTOUT", bool(streaks.timed_out), "streak detection gave up at its time limit"),
                 ("NSTREAKS", len(streaks.table), "satellite streaks found"),
             ]
+        if pointing is not None:
+            from .astrometry.pointing import header_cards
+
+            header_extra += header_cards(pointing)
         detrended = be.to_host(image) if o.write_detrended or o.plot_detrended else None
         thumbnail = be.to_host(bin_image(image, THUMBNAIL_BIN, be.xp)) if o.thumbnail else None
         timings = _stage_timings(t)
@@ -313,7 +439,8 @@ class Reducer:
                              detrended=detrended, catalog=catalog, zeropoints=zps, sky=sky,
                              obs_night=obs_night, timestamp=telemetry_timestamp(m["local"]),
                              exptime_s=frame.exptime_s, wcs_ctype=tuple(wcs.wcs.ctype), timings=timings,
-                             streaks=streaks, thumbnail=thumbnail, conditions=conditions)
+                             streaks=streaks, thumbnail=thumbnail, conditions=conditions, wcs=wcs,
+                             pointing=pointing)
         row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == self.standard_aperture)
                   & (zps["science_fov_only"] == 0)][0]
         log.info("%s: zp %.3f mag (%d stars), sky %.3f ADU/s/pix, dome %s, %.0f ms on %s",
@@ -379,13 +506,19 @@ def write_outputs(result, reducer, plot_worker=None):
     if not paths:
         return {}
     records = fitsout.header_records(result.header, result.header_extra)
+    primary = records
+    if result.pointing is not None:  # the WCS the frame was reduced with, in the image-like headers
+        from .astrometry.pointing import wcs_cards
+
+        primary = fitsout.header_records(result.header, result.header_extra + wcs_cards(result.wcs))
     base = os.path.basename(result.raw_path).removesuffix(".fits")
     streak_table = result.streaks.table if result.streaks is not None else None
     writers = {paths["summary"]: lambda p: fitsout.write_summary(p, records, result.catalog,
                                                                  result.zeropoints, result.sky,
-                                                                 streak_table, result.conditions)}
+                                                                 streak_table, result.conditions,
+                                                                 primary_records=primary)}
     if "detrended" in paths:
-        writers[paths["detrended"]] = lambda p: fitsout.write_detrended(p, result.detrended, records)
+        writers[paths["detrended"]] = lambda p: fitsout.write_detrended(p, result.detrended, primary)
     # each plot's stars are selected here, not inside its writer: a writer runs later, and a
     # closure would see whatever a name was last bound to
     cat = result.catalog
@@ -449,7 +582,8 @@ def finish_frame(result, reducer, *, redis_settings=None, plot_worker=None):
     if reducer.options.send_redis:
         record = telemetry_record(result.zeropoints, result.sky, result.timestamp,
                                   standard_aperture=reducer.standard_aperture,
-                                  sci_inst_name=reducer.options.sci_inst_name, conditions=result.conditions)
+                                  sci_inst_name=reducer.options.sci_inst_name, conditions=result.conditions,
+                                  pointing=result.pointing)
         try:
             send_telemetry(record, redis_settings)
         except TelemetryError as exc:

@@ -215,7 +215,8 @@ class RealtimeService:
 
         return telemetry_record(result.zeropoints, result.sky, result.timestamp,
                                 standard_aperture=self.reducer.standard_aperture,
-                                sci_inst_name=self.options.sci_inst_name, conditions=result.conditions)
+                                sci_inst_name=self.options.sci_inst_name, conditions=result.conditions,
+                                pointing=result.pointing)
 
     def _record(self, status, name, reason, **fields):
         rec = self.ledger.append(status, frame=name, reason=reason, **fields)

@@ -95,9 +95,11 @@ def _value(x):
     return x
 
 
-def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_name="desi", conditions=None):
+def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_name="desi", conditions=None,
+                     pointing=None):
     """The seed's telemetry fields from the ZEROPOINTS and SKY tables of one frame, then, with
-    a CONDITIONS table, the frame's `conditions.TELEMETRY_FIELDS`.
+    a CONDITIONS table, the frame's `conditions.TELEMETRY_FIELDS`, then the frame's pointing
+    fields when there are some.
 
     Parameters
     ----------
@@ -113,6 +115,9 @@ def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_
         Suffix of the science-instrument fields.
     conditions : numpy structured array, optional
         The CONDITIONS table (`conditions.measure_conditions`).
+    pointing : dict, optional
+        `astrometry.pointing.pointing_record` of the frame (WCS origin, astrometric RMS,
+        field centre, rotation, pixel scale, offset from the header pointing), appended.
     """
     def zp_row(quadrant, sci_only):
         rows = zeropoints[(zeropoints["quadrant"] == quadrant) & (zeropoints["aper_ind"] == standard_aperture)
@@ -144,6 +149,7 @@ def telemetry_record(zeropoints, sky, timestamp, *, standard_aperture, sci_inst_
         from .conditions import frame_values
 
         record.update(frame_values(conditions))
+    record.update(pointing or {})
     return {k: _value(v) for k, v in record.items()}
 
 

@@ -7,6 +7,7 @@ import fitsio
 import numpy as np
 import pytest
 
+from pc_gpu.astrometry.pointing import POINTING_FIELDS
 from pc_gpu.backend import get_backend
 from pc_gpu.camera import EL_NINO
 from pc_gpu.pipeline import Reducer, RunOptions, process_frame
@@ -167,7 +168,8 @@ def test_telemetry_hash_equals_summary(demo_field, cpu, redis_server, redis_clie
     conditions = fitsio.read(paths["summary"], ext="CONDITIONS")[0]
     for name in ("fwhm_arcsec", "ellipticity", "transparency", "sky_mag_arcsec2", "zp_err", "lim_mag_5sigma"):
         assert float(got.pop(name)) == conditions[name], name
-    assert set(got) == expected_fields
+    # the seed's fields, then the pointing (tests/test_wcs_refine.py checks those values)
+    assert set(got) == expected_fields | set(POINTING_FIELDS)
     zps = fitsio.read(paths["summary"], ext="ZEROPOINTS")
     sky = fitsio.read(paths["summary"], ext="SKY")[0]
     whole = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == 1) & (zps["science_fov_only"] == 0)][0]

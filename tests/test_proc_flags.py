@@ -59,6 +59,7 @@ BEHAVIOUR_TESTS = {
     "--verbose": "test_verbose_and_quiet",
     "--quiet": "test_verbose_and_quiet",
     "--thumbnail": "test_thumbnail_is_the_binned_detrended_image",
+    "--no_wcs_refine": "test_wcs_refine.py::test_no_wcs_refine_keeps_the_given_wcs",
 }
 
 # flag (with a value when it takes one) -> (RunOptions field, value it must set)
@@ -87,6 +88,7 @@ OPTION_FIELDS = {
     ("--plot_streaks",): ("plot_streaks", True),
     ("--streak_time_limit", "2"): ("streak_time_limit", 2.0),
     ("--thumbnail",): ("thumbnail", True),
+    ("--no_wcs_refine",): ("wcs_refine", False),
 }
 
 
@@ -355,7 +357,8 @@ def test_pm_corr_moves_stars_by_their_proper_motion(pm_field):
     index = {s: i for i, s in enumerate(truth["SOURCE_ID"])}
     shifts = {}
     for pm_corr in (False, True):
-        reducer = Reducer(RunOptions(pm_corr=pm_corr), camera=PM_CAMERA, meta_dir=pm_field.meta_dir,
+        # the given WCS as it is: refinement would fit this field's common motion into the WCS
+        reducer = Reducer(RunOptions(pm_corr=pm_corr, wcs_refine=False), camera=PM_CAMERA, meta_dir=pm_field.meta_dir,
                           gaia_dir=pm_field.gaia_dir, backend=get_backend("cpu"))
         cat = reducer.reduce(pm_field.raw).catalog
         tru = truth[[index[s] for s in cat["SOURCE_ID"]]]

@@ -12,6 +12,7 @@ import fitsio
 import numpy as np
 import pytest
 
+from pc_gpu.astrometry.pointing import POINTING_FIELDS
 from pc_gpu.ledger import Ledger
 from pc_gpu.realtime import RealtimeService, options_from_args, parse_args
 from pc_gpu.conditions import TELEMETRY_FIELDS as CONDITION_FIELDS
@@ -107,7 +108,8 @@ def test_telemetry_matches_truth_and_options(tmp_path, night, small_camera, cpu,
     summaries = {e["frame"]: next(p for p in e["outputs"] if p.endswith("-summary.fits"))
                  for e in read_ledger(str(tmp_path / "out")) if e["event"] == "done"}
     assert list(summaries) == names
-    fields = {f.replace("{inst}", "wiyn") for f in TELEMETRY_FIELDS} | set(CONDITION_FIELDS)
+    # the seed's fields, the conditions, then the pointing (tests/test_wcs_refine.py checks those)
+    fields = {f.replace("{inst}", "wiyn") for f in TELEMETRY_FIELDS} | set(CONDITION_FIELDS) | set(POINTING_FIELDS)
     for i, name in zip(CLOUDY, names):
         record = latest[i]
         assert set(record) == fields, i
