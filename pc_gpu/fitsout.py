@@ -53,17 +53,18 @@ def write_summary(path, records, catalog, zeropoints, sky, streaks=None, conditi
         tables.append(("STREAKS", streaks))
     if conditions is not None:
         tables.append(("CONDITIONS", conditions))
+    primary = records if primary_records is None else primary_records
     if all(_columns(table.dtype) is not None for _, table in tables):
-        _write_tables(path, records, tables)
+        _write_tables(path, primary, records, tables)
     else:
-        _write_tables_fitsio(path, records, tables)
+        _write_tables_fitsio(path, primary, records, tables)
 
 
-def _write_tables_fitsio(path, records, tables):
+def _write_tables_fitsio(path, primary, records, tables):
     import fitsio
 
     with fitsio.FITS(path, "rw", clobber=True) as f:
-        f.write(None, header=records if primary_records is None else primary_records)
+        f.write(None, header=primary)
         for name, table in tables:
             f.write(table, extname=name, header=records)
 
@@ -145,17 +146,21 @@ def _padded_header(text):
     return (text + " " * (-len(text) % _BLOCK)).encode("ascii")
 
 
-def _write_tables(path, records, tables):
+def _cards_of(records):
+    return _cards((r["name"], r["value"], r.get("comment", "")) for r in records)
+
+
+def _write_tables(path, primary_records, records, tables):
     from astropy.io import fits
 
-    common = _cards((r["name"], r["value"], r.get("comment", "")) for r in records)
+    common = _cards_of(records)
     primary = _cards([("SIMPLE", True, "file does conform to FITS standard"),
                       ("BITPIX", 16, "number of bits per data pixel"), ("NAXIS", 0, "number of data axes"),
                       ("EXTEND", True, "FITS dataset may contain extensions"),
                       ("COMMENT", "  FITS (Flexible Image Transport System) format is defined in 'Astronomy"),
                       ("COMMENT", "  and Astrophysics', volume 376, page 359; bibcode: 2001A&A...376..359H")])
     with open(path, "wb") as fh:
-        fh.write(_padded_header(primary + common))
+        fh.write(_padded_header(primary + (common if primary_records is records else _cards_of(primary_records))))
         for name, table in tables:
             before, after = _table_cards(table.dtype, name)
             naxis2 = fits.Card("NAXIS2", len(table), "number of rows in table").image

@@ -172,11 +172,13 @@ def test_summary_tables_laid_out_here_read_back_as_fitsio_wrote_them(small_field
              "empty": (result.catalog[:0], result.zeropoints, result.sky, streaks[:0]),
              "2-d cells": (result.catalog, result.zeropoints, result.sky,
                            np.zeros(3, dtype=[("cell", "f8", (2, 2))]))}
+    # the primary HDU may carry cards of its own (the refined WCS)
+    primary = records + [{"name": "CRVAL1", "value": 150.25, "comment": "primary HDU only"}]
     for name, (catalog, zeropoints, sky, extra) in cases.items():
         ours, reference = str(tmp_path / f"{name}-ours.fits"), str(tmp_path / f"{name}-ref.fits")
-        fitsout.write_summary(ours, records, catalog, zeropoints, sky, extra)
-        fitsout._write_tables_fitsio(reference, records, [("CATALOG", catalog), ("ZEROPOINTS", zeropoints),
-                                                         ("SKY", sky), ("STREAKS", extra)])
+        fitsout.write_summary(ours, records, catalog, zeropoints, sky, extra, primary_records=primary)
+        fitsout._write_tables_fitsio(reference, primary, records, [("CATALOG", catalog), ("ZEROPOINTS", zeropoints),
+                                                                   ("SKY", sky), ("STREAKS", extra)])
         assert (fitsout._columns(extra.dtype) is None) == (name == "2-d cells")
         got, expected = _fits_content(ours), _fits_content(reference)
         assert len(got) == len(expected) == 5
@@ -194,4 +196,5 @@ def test_summary_tables_laid_out_here_read_back_as_fitsio_wrote_them(small_field
         with fits.open(ours) as hdul:
             hdul.verify("exception")
             assert [h.name for h in hdul] == ["PRIMARY", "CATALOG", "ZEROPOINTS", "SKY", "STREAKS"]
+            assert hdul[0].header["CRVAL1"] == 150.25 and "CRVAL1" not in hdul[1].header
     assert [k for k, _ in _fits_content(str(tmp_path / "summary-ours.fits"))[1][0]].count("DOMEFLAG") == 1

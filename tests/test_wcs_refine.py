@@ -173,7 +173,7 @@ def test_pointing_keywords_and_telemetry(runs, sip_field):
     for field, (keyword, _) in POINTING_FIELDS.items():
         for value in conditions[field]:
             if isinstance(header[keyword], str):
-                assert value.decode() == header[keyword]
+                assert str(value) == header[keyword]
             else:
                 assert value == pytest.approx(header[keyword], rel=1e-9), field
 
