@@ -1,0 +1,1 @@
+"""Astrometry: star detection, plate solving from Gaia patterns, verification of a WCS."""
