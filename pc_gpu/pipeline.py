@@ -28,9 +28,12 @@ from .tables import FrameInfo, sky_table, zeropoints_table
 from .thumbnail import THUMBNAIL_BIN, bin_image, write_thumbnail
 from .zeropoints import zeropoint_rows
 
-__all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "finish_frame", "process_frame"]
+__all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "finish_frame", "process_frame",
+           "SOLVE_MODES"]
 
 log = logging.getLogger(__name__)
+
+SOLVE_MODES = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,9 @@ class RunOptions:
     detect_streaks : find satellite streaks (STREAKS table, CATALOG on_streak, such stars out
     of the zeropoints); plot_streaks : draw them on the detrended plot; streak_time_limit :
     seconds after which streak detection gives up (None: no limit); thumbnail : write
-    RAW-thumb.jpg, an 8x8-binned asinh-stretched preview of the detrended image.
+    RAW-thumb.jpg, an 8x8-binned asinh-stretched preview of the detrended image; solve : plate
+    solving, 'auto' (when the .wcs is missing or fails verification against the detected
+    stars), 'always' (the .wcs is not read) or 'never' (the .wcs is required and trusted).
     """
 
     outdir: str | None = None
@@ -76,6 +81,7 @@ class RunOptions:
     plot_streaks: bool = False
     streak_time_limit: float | None = None
     thumbnail: bool = False
+    solve: str = "auto"
 
     def __post_init__(self):
         if self.max_n_stars < 1:
@@ -86,6 +92,8 @@ class RunOptions:
             raise InputError(None, f"--max_zp_radius must be positive, not {self.max_zp_radius}")
         if self.device not in ("auto", "cpu", "gpu"):
             raise InputError(None, f"--device must be auto, cpu or gpu, not {self.device!r}")
+        if self.solve not in SOLVE_MODES:
+            raise InputError(None, f"--solve must be auto, always or never, not {self.solve!r}")
         if self.streak_time_limit is not None and not self.streak_time_limit >= 0:
             raise InputError(None, f"--streak_time_limit must be >= 0 seconds, not {self.streak_time_limit}")
 
@@ -181,19 +189,25 @@ class Reducer:
         return self.reduce_frame(frame, wcs, started=started)
 
     def load(self, raw_path):
-        """Read and check one raw frame and its .wcs: (`rawio.RawFrame`, astropy WCS); raise
-        as `reduce` does (host work only: threads may load frames ahead of the reduction)."""
+        """Read and check one raw frame and its .wcs: (`rawio.RawFrame`, astropy WCS, or None
+        when the frame is to be plate-solved: always with --solve always, and with --solve auto
+        when there is no .wcs); raise as `reduce` does (host work only: threads may load frames
+        ahead of the reduction)."""
         raw_path = os.fspath(raw_path)
         frame = read_raw(raw_path, self.camera)
         if self.options.check_tcs_motion and _truthy(frame.header.get("ZPFLAG")):
             raise TelescopeMotion(f"{raw_path}: ZPFLAG set, the telescope moved during the exposure; skipped")
         obs_night = observing_night(local_datetime(frame.header, raw_path))
         check_outputs_free(self.planned_outputs(raw_path, obs_night).values(), overwrite=self.options.overwrite)
-        return frame, read_wcs(wcs_path_for(raw_path))
+        wcs_path = wcs_path_for(raw_path)
+        if self.options.solve == "always" or (self.options.solve == "auto" and not os.path.exists(wcs_path)):
+            return frame, None
+        return frame, read_wcs(wcs_path)
 
     def reduce_frame(self, frame, wcs, *, started=None):
-        """Reduce a frame already in memory (`rawio.RawFrame` and its astropy WCS). The 'read'
-        stage timing counts from `started` (time.perf_counter() s) when given."""
+        """Reduce a frame already in memory (`rawio.RawFrame` and its astropy WCS, None to
+        plate-solve it). The 'read' stage timing counts from `started` (time.perf_counter() s)
+        when given. Raises `astrometry.solve.NoSolution` when a frame to solve has no solution."""
         return self.reduce_frames([frame], [wcs], started=started)[0]
 
     def reduce_frames(self, frames, wcss, *, started=None):
@@ -224,16 +238,16 @@ class Reducer:
         t_photometry = time.perf_counter()
         bounds = np.cumsum([0] + counts)
         results = []
-        for i, (frame, wcs, m) in enumerate(zip(frames, wcss, measured)):
+        for i, (frame, m) in enumerate(zip(frames, measured)):
             part = slice(bounds[i], bounds[i + 1])
             m["t"].update(centroid=t_centroid, photometry=t_photometry)
-            results.append(self._finish(frame, wcs, m, images[i], (xc[part], yc[part], qmax[part]),
+            results.append(self._finish(frame, m["wcs"], m, images[i], (xc[part], yc[part], qmax[part]),
                                         {k: v[part] for k, v in phot.items()}))
         return results
 
     def _measure(self, frame, wcs, image, started):
-        """A frame's pixel stages into `image` (a float32 device plane) and its Gaia stars:
-        a dict of what `_finish` needs."""
+        """A frame's pixel stages into `image` (a float32 device plane), its astrometry and its
+        Gaia stars: a dict of what `_finish` needs."""
         o, cam, be = self.options, self.camera, self.backend
         t = {"start": started}
         local = local_datetime(frame.header, frame.path)
@@ -247,6 +261,15 @@ class Reducer:
         stats = sky_statistics(image, self._regions, be)
         t["sky"] = time.perf_counter()
 
+        astrometry = None
+        if o.solve != "never":
+            from .astrometry.frame import frame_astrometry
+
+            astrometry = frame_astrometry(frame, wcs, image, mode=o.solve, gaia_dir=self.gaia_dir,
+                                          camera=cam, backend=be)
+            wcs = astrometry.wcs
+            t["astrometry"] = time.perf_counter()
+
         mjd = mjd_obs(frame.header, local, cam.timezone_offset_hours)
         gaia = read_gaia_chunks(self.gaia_dir, field_healpix(wcs, cam))
         stars = star_list(gaia, wcs, cam, frame.exptime_s, max_n_stars=o.max_n_stars,
@@ -254,7 +277,8 @@ class Reducer:
         if len(stars) == 0:
             log.warning("%s: no Gaia star brighter than the magnitude limit lies in the field", frame.path)
         t["gaia"] = time.perf_counter()
-        return {"t": t, "local": local, "has_dome": has_dome, "stats": stats, "mjd": mjd, "stars": stars}
+        return {"t": t, "local": local, "has_dome": has_dome, "stats": stats, "mjd": mjd, "stars": stars,
+                "wcs": wcs, "astrometry": astrometry}
 
     def _finish(self, frame, wcs, m, image, centroid_result, phot):
         """A frame's catalogue, streaks, zeropoints and FrameResult from its measurements."""
@@ -290,6 +314,8 @@ class Reducer:
             ("CALFALLB", bool(calib.fallback), "bias/dark from per-quadrant scalars"),
             ("OBSNIGHT", obs_night, "observing night (local date at noon)"),
         ]
+        if m["astrometry"] is not None:
+            header_extra += m["astrometry"].header_cards()
         if streaks is not None:
             header_extra += [
                 ("STRKDET", True, "satellite streak detection ran"),

@@ -39,14 +39,15 @@ class Detections:
 
 
 def _median3(grid):
-    """3 x 3 median filter of a small 2-d grid, NaN-aware, edges by reflection."""
+    """3 x 3 median filter of a small 2-d grid (edges repeated; NaN blocks take the grid's median)."""
     padded = np.pad(grid, 1, mode="edge")
     ny, nx = grid.shape
     stack = np.stack([padded[j:j + ny, i:i + nx] for j in range(3) for i in range(3)])
-    with np.errstate(all="ignore"):
-        if np.isnan(stack).all(axis=0).any():
-            stack = np.where(np.isnan(stack), np.nanmedian(stack), stack)
-        return np.nanmedian(stack, axis=0)
+    if not np.isnan(stack).any():
+        return np.median(stack, axis=0)
+    # blocks with no finite value borrow the level of the whole grid
+    stack = np.where(np.isnan(stack), np.nanmedian(grid), stack)
+    return np.median(stack, axis=0)
 
 
 def detect_stars(image, backend=None, *, k_sigma=5.0, max_stars=None):

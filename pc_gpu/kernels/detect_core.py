@@ -88,36 +88,37 @@ def peaks_one(img, bkg, sig, b, y, r0, r1, k_sigma, out, where):
         if s > 0.0 and m - m == 0.0 and y >= HALF_BOX and y < ny - HALF_BOX:
             for x in range(max(xa, HALF_BOX), min(xa + RUN, nx - HALF_BOX)):
                 v = np.float64(img[y, x])
-                if not (v - m >= 0.25 * k_sigma * s):  # cannot pass the 3 x 3 test below (or NaN)
+                if not (3.0 * (v - m) >= k_sigma * s):  # the 3 x 3 test below fails (or NaN)
                     continue
                 # the brightest of its 3 x 3 neighbours (ties go to the first in raster order)
-                peak = True
+                if not (v > img[y, x - 1] and v >= img[y, x + 1]):
+                    continue
+                if not (v > img[y - 1, x - 1] and v > img[y - 1, x] and v > img[y - 1, x + 1]):
+                    continue
+                if not (v >= img[y + 1, x - 1] and v >= img[y + 1, x] and v >= img[y + 1, x + 1]):
+                    continue
+                # a first 3 x 3 test against the block level (most noise peaks stop here)
+                s3 = 0.0
                 for dj in range(-1, 2):
                     for di in range(-1, 2):
-                        u = np.float64(img[y + dj, x + di])
-                        if dj < 0 or (dj == 0 and di < 0):
-                            if not (v > u):
-                                peak = False
-                        elif not (v >= u):
-                            peak = False
-                if not peak:
+                        s3 += np.float64(img[y + dj, x + di]) - m
+                if not (s3 >= 0.7 * 3.0 * k_sigma * s):
                     continue
                 # border of the 9 x 9 box: mean and brightest
                 total = 0.0
                 count = 0
                 top = -math.inf
                 for k in range(-HALF_BOX, HALF_BOX + 1):
-                    for t in range(4):
-                        if t == 0:
-                            u = np.float64(img[y - HALF_BOX, x + k])
-                        elif t == 1:
-                            u = np.float64(img[y + HALF_BOX, x + k])
-                        elif k == -HALF_BOX or k == HALF_BOX:
-                            continue
-                        elif t == 2:
-                            u = np.float64(img[y + k, x - HALF_BOX])
-                        else:
-                            u = np.float64(img[y + k, x + HALF_BOX])
+                    for j in (y - HALF_BOX, y + HALF_BOX):
+                        u = np.float64(img[j, x + k])
+                        if u - u == 0.0:
+                            total += u
+                            count += 1
+                            if u > top:
+                                top = u
+                for k in range(1 - HALF_BOX, HALF_BOX):
+                    for i in (x - HALF_BOX, x + HALF_BOX):
+                        u = np.float64(img[y + k, i])
                         if u - u == 0.0:
                             total += u
                             count += 1
