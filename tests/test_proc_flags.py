@@ -59,6 +59,7 @@ BEHAVIOUR_TESTS = {
     "--verbose": "test_verbose_and_quiet",
     "--quiet": "test_verbose_and_quiet",
     "--thumbnail": "test_thumbnail_is_the_binned_detrended_image",
+    "--solve": "test_astrometry.py::test_pc_proc_solve_modes",
 }
 
 # flag (with a value when it takes one) -> (RunOptions field, value it must set)
@@ -87,6 +88,7 @@ OPTION_FIELDS = {
     ("--plot_streaks",): ("plot_streaks", True),
     ("--streak_time_limit", "2"): ("streak_time_limit", 2.0),
     ("--thumbnail",): ("thumbnail", True),
+    ("--solve", "always"): ("solve", "always"),
 }
 
 
