@@ -389,3 +389,17 @@ def test_progress_log_lines_and_bar(caplog, capsys):
     progress.add("done", 3)
     progress.close()
     assert "3/4" in capsys.readouterr().err
+
+
+def test_solve_never_skips_a_frame_without_wcs(archive, tmp_path):
+    """With --solve never a frame without .wcs is skipped (as the original's archive scripts
+    did); the default, auto, solves it (test_local_run_records_every_frame_with_its_outcome)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(archive.no_wcs, inputs)
+    cmd = archive_cmd(archive, tmp_path / "out", "--solve", "never", "--workers", "1")
+    cmd[3] = str(inputs)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (event,) = final_counts(tmp_path / "out")[os.path.basename(archive.no_wcs)]
+    assert (event["event"], event["reason"]) == ("skipped", "no .wcs")
