@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..camera import EL_NINO
-from .chunks import Region, build_chunk_tree, read_chunk_tree
+from .chunks import Region, build_chunk_tree, read_chunk_tree, region_pixels
 from .simulate import simulate_frame
 
 __all__ = ["SolveCase", "random_solve_frame", "starless_frame", "scrambled_catalogue", "detrended_image",
@@ -37,11 +37,12 @@ class SolveCase:
 
 
 def offset_pointing(ra, dec, distance_deg, angle_deg):
-    """The point `distance_deg` from (ra, dec) in direction `angle_deg` (east of north), deg."""
+    """The point `distance_deg` from (ra, dec) in direction `angle_deg` (east of north), deg
+    (scalars or arrays)."""
     ra0, dec0, d, a = (np.radians(v) for v in (ra, dec, distance_deg, angle_deg))
     dec1 = np.arcsin(np.sin(dec0) * np.cos(d) + np.cos(dec0) * np.sin(d) * np.cos(a))
     ra1 = ra0 + np.arctan2(np.sin(a) * np.sin(d) * np.cos(dec0), np.cos(d) - np.sin(dec0) * np.sin(dec1))
-    return float(np.degrees(ra1) % 360.0), float(np.degrees(dec1))
+    return np.degrees(ra1) % 360.0, np.degrees(dec1)
 
 
 def random_solve_frame(gaia_dir, seed, *, centre=(150.0, 30.0), radius_deg=2.0, camera=EL_NINO,
@@ -49,7 +50,7 @@ def random_solve_frame(gaia_dir, seed, *, centre=(150.0, 30.0), radius_deg=2.0, 
     """A frame at a random pointing within `radius_deg` of `centre` (deg) under random
     conditions (module docstring); the chunk tree must cover it. Returns a SolveCase."""
     rng = np.random.default_rng([int(seed), 1401])
-    ra, dec = offset_pointing(*centre, radius_deg * np.sqrt(rng.uniform()), rng.uniform(0, 360))
+    ra, dec = (float(v) for v in offset_pointing(*centre, radius_deg * np.sqrt(rng.uniform()), rng.uniform(0, 360)))
     scale = camera.pixel_scale_arcsec * (1 + rng.uniform(-max_scale_error, max_scale_error))
     conditions = dict(rotation_deg=float(rng.uniform(0, 360)), cloud_mag=float(rng.uniform(0.0, 0.5)),
                       cloud_gradient_mag=float(rng.uniform(-0.2, 0.2)),
@@ -58,7 +59,8 @@ def random_solve_frame(gaia_dir, seed, *, centre=(150.0, 30.0), radius_deg=2.0, 
                       n_streaks=int(rng.integers(0, 4)), sip=True)
     frame = simulate_frame(gaia_dir, ra, dec, camera=camera.with_(pixel_scale_arcsec=scale),
                            calibrations=calibrations, seed=int(seed), **conditions)
-    hint = offset_pointing(ra, dec, hint_error_deg * np.sqrt(rng.uniform()), rng.uniform(0, 360))
+    hint = tuple(float(v) for v in offset_pointing(ra, dec, hint_error_deg * np.sqrt(rng.uniform()),
+                                                   rng.uniform(0, 360)))
     return SolveCase(frame, hint, scale, conditions)
 
 
@@ -77,15 +79,12 @@ def starless_frame(gaia_dir, seed, *, centre=(150.0, 30.0), camera=EL_NINO, cali
 def scrambled_catalogue(src_dir, dst_dir, region, *, seed=0, shift_deg=3.0):
     """Write to `dst_dir` the stars of `src_dir` within `region` (a chunks.Region), each moved by
     up to `shift_deg` in a random direction. Returns `dst_dir`."""
-    stars = read_chunk_tree(src_dir)
+    region = region if isinstance(region, Region) else Region(*region)
+    stars = read_chunk_tree(src_dir, region_pixels([region])).copy()
     rng = np.random.default_rng([int(seed), 1403])
     d = shift_deg * np.sqrt(rng.uniform(size=len(stars)))
-    a = rng.uniform(0, 360, size=len(stars))
-    moved = [offset_pointing(r, de, dd, aa) for r, de, dd, aa in zip(stars["RA"], stars["DEC"], d, a)]
-    stars = stars.copy()
-    stars["RA"], stars["DEC"] = np.array(moved).T
-    build_chunk_tree(os.fspath(dst_dir), source=stars, regions=[Region(*region)] if not isinstance(region, Region)
-                     else [region], overwrite=True)
+    stars["RA"], stars["DEC"] = offset_pointing(stars["RA"], stars["DEC"], d, rng.uniform(0, 360, size=len(stars)))
+    build_chunk_tree(os.fspath(dst_dir), source=stars, regions=[region], overwrite=True)
     return dst_dir
 
 
