@@ -103,7 +103,7 @@ def main(argv=None):
     be = get_backend("cpu")
     cal = make_calibrations(EL_NINO, seed=args.seed)
     every = max(1, args.frames // max(args.whole_sky, 1)) if args.whole_sky else 0
-    rows, blind, failures = [], [], []
+    rows, blind, failures, candidates = [], [], [], []
     first = True
     for i, centre in enumerate(centres):
         far = i % 4 == 0
@@ -119,6 +119,7 @@ def main(argv=None):
             first = False
             continue
         rows.append((far, grid_error(result.wcs, case.frame.wcs), time.perf_counter() - t0, first))
+        candidates.append(result.n_candidates)
         first = False
         if every and i % every == 0 and len(blind) < args.whole_sky:
             t0 = time.perf_counter()
@@ -144,6 +145,9 @@ def main(argv=None):
               f"{np.percentile(err[solved], 95):.3f}, max {np.max(err[solved]):.3f}")
     print(f"  solve time near the pointing (warm, detection included): median {np.median(times):.3f} s, "
           f"best {np.min(times):.3f} s, 90th percentile {np.percentile(times, 90):.3f} s")
+    if candidates:
+        print(f"  candidates verified per solved frame: median {np.median(candidates):.0f}, "
+              f"max {np.max(candidates)} (all but the last rejected by verification)")
     for i, centre, reason, cond in failures:
         print(f"  unsolved frame {i} at RA {centre[0]:.1f} Dec {centre[1]:.1f}: {reason}; {cond}")
     if blind:

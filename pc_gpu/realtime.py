@@ -377,8 +377,13 @@ class RealtimeService:
             warm_streaks(self.reducer.backend)
         if self.options.solve != "never":
             from .astrometry.detect import warm_up as warm_detection
+            from .astrometry.patterns import load_patterns, pattern_params
 
             warm_detection(self.reducer.backend)
+            try:  # built here once rather than on the first frame to solve
+                load_patterns(self.reducer.gaia_dir, pattern_params(self.camera.shape, self.camera.pixel_scale_arcsec))
+            except InputError as exc:
+                log.warning("no pattern data for plate solving: %s", exc)
         _warm_io(self.options.checkplot, self.options.thumbnail)
         log.info("warm in %.1f s; waiting for frames", time.perf_counter() - t0)
 
