@@ -75,11 +75,12 @@ class TanSip:
 
     def sky_to_pixel(self, ra, dec):
         """0-indexed (x, y) of sky positions (deg); NaN for the far hemisphere."""
-        xi, eta = tangent_plane(ra, dec, *self.crval)
-        inv = np.linalg.inv(self.cd)
-        uu, vv = inv[0, 0] * xi + inv[0, 1] * eta, inv[1, 0] * xi + inv[1, 1] * eta
-        terms = self.sip_terms
-        u, v = uu + _poly(self.ap, uu, vv, terms), vv + _poly(self.bp, uu, vv, terms)
+        with np.errstate(all="ignore"):  # points a quarter of the sky away and more: NaN below
+            xi, eta = tangent_plane(ra, dec, *self.crval)
+            inv = np.linalg.inv(self.cd)
+            uu, vv = inv[0, 0] * xi + inv[0, 1] * eta, inv[1, 0] * xi + inv[1, 1] * eta
+            terms = self.sip_terms
+            u, v = uu + _poly(self.ap, uu, vv, terms), vv + _poly(self.bp, uu, vv, terms)
         cosc = _cos_distance(ra, dec, *self.crval)
         bad = ~(cosc > 0)
         return np.where(bad, np.nan, u + self.crpix[0]), np.where(bad, np.nan, v + self.crpix[1])
