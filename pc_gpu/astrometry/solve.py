@@ -9,7 +9,8 @@
    then the rest of the sky. Each gives a similarity transform (checked to be one, at the right
    scale), is checked against the pattern stars in its field, then fitted and verified against
    the field's Gaia stars (`verify`): matched, TAN fitted, matched again tighter, TAN-SIP
-   (order 3 with enough stars) fitted with outliers clipped, and verified.
+   (order 3 with enough stars) fitted with outliers clipped, fitted again to all the frame's
+   stars, and verified.
 4. The first verified candidate is the solution; none is `NoSolution`.
 """
 
@@ -39,6 +40,7 @@ SIMILARITY_TOLERANCE = 0.02  # the two axes' scales of a quad's transform may di
 HINT_RADIUS_DEG = 10.0
 MAX_CANDIDATES = 400  # per level
 PATTERN_CHECK_MIN = 6  # pattern stars a candidate must hit before the full check
+FIT_DETECTIONS = 1500  # detections the final fit uses (verification uses the brightest MAX_DETECTIONS)
 
 
 class NoSolution(PCError):
@@ -210,8 +212,7 @@ def _similarity(img_quad, cat_quad, detections, index, shape, scale):
     xi, eta = tangent_plane(ra, dec, ra0, dec0)
     px, py = detections.x[img_quad], detections.y[img_quad]
     design = np.column_stack([px, py, np.ones(4)])
-    cx = np.linalg.lstsq(design, xi, rcond=None)[0]
-    ce = np.linalg.lstsq(design, eta, rcond=None)[0]
+    cx, ce = np.linalg.lstsq(design, np.column_stack([xi, eta]), rcond=None)[0].T
     m = np.array([cx[:2], ce[:2]])
     s = np.linalg.svd(m, compute_uv=False)
     if s[1] <= 0 or s[0] / s[1] > 1 + SIMILARITY_TOLERANCE:
@@ -242,18 +243,20 @@ def _try_candidate(detections, img_quad, cat_quad, index, shape, scale, gaia_dir
     i1, _, _ = match_nearest(dx, dy, px[inside], py[inside], 5.0)
     if len(i1) < PATTERN_CHECK_MIN:
         return None
-    # the field's Gaia stars: match, fit, match tighter, fit with distortion, verify
-    for radius, order in ((5.0, 1), (3.0, 1), (2.0, 3)):
+    # the field's Gaia stars: match, fit, match tighter, fit with distortion (the last time
+    # with every star detected, so that the distortion reaches into the corners), verify
+    for radius, order, n_fit in ((5.0, 1, n), (3.0, 1, n), (2.0, 3, n), (1.5, 3, FIT_DETECTIONS)):
+        fx, fy = detections.x[:n_fit], detections.y[:n_fit]
         try:
             cx, cy, cra, cdec = catalog_in_frame(gaia_dir, sol.sky_to_pixel, sol.pixel_to_sky, shape,
-                                                 CATALOG_PER_DETECTION * n)
+                                                 CATALOG_PER_DETECTION * len(fx))
         except InputError:
             return None
-        i1, i2, _ = match_nearest(dx, dy, cx, cy, radius)
+        i1, i2, _ = match_nearest(fx, fy, cx, cy, radius)
         if len(i1) < MIN_MATCHES:
             return None
         order = order if len(i1) >= 60 else 1
-        sol = _robust_fit(dx[i1], dy[i1], cra[i2], cdec[i2], sol, order, shape)
+        sol = _robust_fit(fx[i1], fy[i1], cra[i2], cdec[i2], sol, order, shape)
     cx, cy, _, _ = catalog_in_frame(gaia_dir, sol.sky_to_pixel, sol.pixel_to_sky, shape,
                                     CATALOG_PER_DETECTION * n)
     ver = verify_positions(dx, dy, cx, cy, shape, radius_pix=2.0)

@@ -38,6 +38,12 @@ def _design(u, v, terms):
     return np.column_stack([un ** p * vn ** q for p, q in terms])
 
 
+def _lstsq(design, rhs):
+    """Least-squares coefficients by the normal equations (the designs here are a few columns of
+    well-scaled monomials; numpy's SVD-based lstsq costs ~100 times more under load)."""
+    return np.linalg.solve(design.T @ design, design.T @ rhs)
+
+
 def _poly(coeffs, u, v, terms):
     """Sum of coeffs[k] u^p v^q over `terms` (coefficients in normalised units)."""
     if not terms:
@@ -152,13 +158,9 @@ def fit_tan_sip(x, y, ra, dec, *, crpix, crval, order=1, shape=None, iterations=
     design = _design(u, v, terms)
     crval = (float(crval[0]), float(crval[1]))
     for _ in range(iterations):
-        xi, eta = tangent_plane(ra, dec, *crval)
-        cx = np.linalg.lstsq(design, xi, rcond=None)[0]
-        ce = np.linalg.lstsq(design, eta, rcond=None)[0]
+        cx, ce = _lstsq(design, np.column_stack(tangent_plane(ra, dec, *crval))).T
         crval = tuple(float(c) for c in from_tangent_plane(cx[0], ce[0], *crval))
-    xi, eta = tangent_plane(ra, dec, *crval)
-    cx = np.linalg.lstsq(design, xi, rcond=None)[0]
-    ce = np.linalg.lstsq(design, eta, rcond=None)[0]
+    cx, ce = _lstsq(design, np.column_stack(tangent_plane(ra, dec, *crval))).T
     cd = np.array([[cx[1], cx[2]], [ce[1], ce[2]]]) / _NORM
     if order < 2:
         return TanSip(crpix=tuple(crpix), crval=crval, cd=cd)
@@ -173,6 +175,5 @@ def fit_tan_sip(x, y, ra, dec, *, crpix, crval, order=1, shape=None, iterations=
     sip_terms = _terms(order, 2)
     uu, vv = gu + _poly(a, gu, gv, sip_terms), gv + _poly(b, gu, gv, sip_terms)
     inv_design = _design(uu, vv, sip_terms)
-    ap = np.linalg.lstsq(inv_design, gu - uu, rcond=None)[0]
-    bp = np.linalg.lstsq(inv_design, gv - vv, rcond=None)[0]
+    ap, bp = _lstsq(inv_design, np.column_stack([gu - uu, gv - vv])).T
     return TanSip(crpix=tuple(crpix), crval=crval, cd=cd, order=order, a=a, b=b, ap=ap, bp=bp)
