@@ -50,7 +50,7 @@ def _median3(grid):
     return np.median(stack, axis=0)
 
 
-def detect_stars(image, backend=None, *, k_sigma=5.0, max_stars=None):
+def detect_stars(image, backend=None, *, k_sigma=5.0):
     """Find stars on a detrended image.
 
     Parameters
@@ -61,8 +61,6 @@ def detect_stars(image, backend=None, *, k_sigma=5.0, max_stars=None):
         Whose kernels run (default: the CPU kernels on a numpy image).
     k_sigma : float
         Detection threshold: the 3 x 3 sum above the local background, in units of its noise.
-    max_stars : int, optional
-        Keep only the brightest this many.
 
     Returns
     -------
@@ -114,9 +112,7 @@ def detect_stars(image, backend=None, *, k_sigma=5.0, max_stars=None):
     x, y, flux = x[order], y[order], flux[order]
     keep = _isolated(x, y, radius=HALF_BOX)
     x, y, flux = x[keep], y[keep], flux[keep]
-    if max_stars is not None:
-        x, y, flux = x[:max_stars], y[:max_stars], flux[:max_stars]
-    noise = float(np.nanmedian(sig_h))
+    noise = float(np.median(sig_h))
     log.debug("detected %d stars (%.1f sigma, noise %.2f ADU/pix)", len(x), k_sigma, noise)
     return Detections(x, y, flux, noise)
 
