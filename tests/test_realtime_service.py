@@ -372,3 +372,18 @@ def test_a_frame_whose_wcs_never_comes_is_solved_after_the_wait(tmp_path, night,
         summary = next(p for p in done["outputs"] if p.endswith("-summary.fits"))
         header = fitsio.read_header(summary)
         assert (header["WCSORIG"], header["WCSVERIF"]) == ("solved", True)
+    # a frame with no star and no .wcs: failed, with the reason
+    from pc_gpu.sim import write_frame
+    from pc_gpu.sim.solvecases import starless_frame
+
+    base = tmp_path / "starless"
+    base.mkdir()
+    raw = write_frame(starless_frame(night.gaia_dir, 7, camera=small_camera), str(tmp_path / "sim")).raw
+    svc = make_service(base, night, small_camera, cpu, redis_server, wcs_wait_s=0.0)
+    try:
+        shutil.copy(raw, base / "watch")
+        assert svc.poll_once() == (1, 0)
+    finally:
+        svc.close()
+    (failed,) = outcomes(read_ledger(base / "out"))
+    assert failed["event"] == "failed" and "no solution" in failed["reason"], failed
