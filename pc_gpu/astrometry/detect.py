@@ -1,10 +1,11 @@
 """Star detection on a detrended image (for plate solving and for checking a WCS).
 
 Two kernels (`pc_gpu.kernels.detect_core`, one source for CPU and CUDA) find the peaks: a
-sampled median and noise per 32 x 32 block, then every pixel tested as a star's peak against
-its local background (the brightest peak of each run of 8 pixels of a row is kept); the block grid is median-filtered over 3 x 3 blocks in between (a bright
-star or the dome edge in one block does not set its level). The few peaks are then measured on
-the host: a 3 x 3 flux-weighted centroid above the local background, and one detection kept
+sampled median and noise per 32 x 32 block (the grid then median-filtered over 3 x 3 blocks on
+the host, so that a bright star or the dome edge in one block does not set its level), then
+every pixel tested as a star's peak against its local background (the brightest peak of each
+run of 8 pixels of a row is kept). The few peaks are then measured on the host: a 3 x 3
+flux-weighted centroid above the local background, and one detection kept
 per star (the brightest within 4 pixels).
 """
 

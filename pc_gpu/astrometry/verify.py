@@ -108,7 +108,8 @@ def verify_positions(det_x, det_y, cat_x, cat_y, shape, *, radius_pix):
     lfa = log10_false_alarm(n, m, k, radius_pix, float(shape[0] * shape[1]))
     rms = float(np.sqrt(np.mean(dist ** 2))) if k else float("nan")
     if k < MIN_MATCHES:
-        reason = f"{k} of {n} detected stars within {radius_pix:g} pix of {m} Gaia stars (at least {MIN_MATCHES} needed)"
+        reason = (f"{k} of {n} detected stars within {radius_pix:g} pix of {m} Gaia stars "
+                  f"(at least {MIN_MATCHES} needed)")
         return Verification(False, k, n, m, lfa, rms, reason)
     if lfa > MAX_LOG10_FALSE_ALARM:
         reason = (f"{k} of {n} detected stars within {radius_pix:g} pix of {m} Gaia stars could be chance "

@@ -9,12 +9,13 @@ Elements:
 
 - `block_background_one`: the sky level (median) and noise ((p84 - p16) / 2) of one B x B block
   from a sparse sample of its pixels (every `step`-th pixel in x and y).
-- `peaks_one`: the brightest star peak in each run of 8 pixels of a row. A pixel is a peak: the brightest of its 3 x 3 neighbours,
-  the 3 x 3 sum above the mean of the 9 x 9 box's border by `k_sigma` times its noise, and round
-  (no pixel of the border as bright, relative to the border mean, as a fraction of the peak: a
-  satellite streak or the edge of the dome crosses the border, a star does not). Writes the
-  5 x 5 sum above the border mean (ADU) and the offset in the run of the brightest, 0 if none
-  (a map 8 times smaller than the image for the host to scan).
+- `peaks_one`: the brightest star peak in each run of 8 pixels of a row. A pixel is a peak
+  when it is the brightest of its 3 x 3 neighbours, the 3 x 3 sum is above the mean of the
+  9 x 9 box's border by `k_sigma` times its noise, and it is round (no pixel of the border as
+  bright, relative to the border mean, as a fraction of the peak: a satellite streak or the edge
+  of the dome crosses the border, a star does not). Writes the 5 x 5 sum above the border mean
+  (ADU) and the offset in the run of the brightest, 0 if none (a map 8 times smaller than the
+  image for the host to scan).
 """
 
 import math
