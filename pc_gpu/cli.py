@@ -21,7 +21,7 @@ def build_parser():
         description="Run the pointing camera reduction pipeline on an exposure: detrend, sky, "
                     "Gaia centroids, aperture photometry and zeropoints. Calibrations come from "
                     "$POINTING_CAMERA_META, Gaia chunks from $PC_GAIA_DIR, the astrometry from "
-                    "RAW.wcs beside the raw file.")
+                    "RAW.wcs beside the raw file (checked, or solved when it is missing: --solve).")
     p.add_argument("fname_in", help="pointing camera raw image file name")
     p.add_argument("--outdir", help="directory to write outputs in (without it nothing is written)")
     add_reduction_arguments(p)
@@ -65,6 +65,9 @@ def add_reduction_arguments(p):
     p.add_argument("--no_wcs_refine", action="store_true",
                    help="use the .wcs as it is: no fit of the WCS to the Gaia stars, no second recentroid, "
                         "no pointing keywords or telemetry")
+    p.add_argument("--solve", choices=("auto", "always", "never"), default="auto",
+                   help="plate-solve the frame from its stars and the Gaia chunks: when the .wcs is missing "
+                        "or fails verification (auto, the default), always, or never (the .wcs is required)")
     p.add_argument("--meta_dir", help="calibration directory (default $POINTING_CAMERA_META)")
     p.add_argument("--gaia_dir", help="Gaia chunk directory (default $PC_GAIA_DIR)")
     p.add_argument("-v", "--verbose", action="store_true", help="log stage timings and details")
@@ -100,7 +103,7 @@ def options_from_args(args):
         max_zp_radius=args.max_zp_radius, overwrite=args.overwrite, device=args.device,
         calib_fallback=args.calib_fallback, detect_streaks=args.detect_streaks,
         plot_streaks=args.plot_streaks, streak_time_limit=args.streak_time_limit,
-        thumbnail=args.thumbnail, wcs_refine=not args.no_wcs_refine)
+        thumbnail=args.thumbnail, wcs_refine=not args.no_wcs_refine, solve=args.solve)
 
 
 def configure_logging(verbose=False, quiet=False):

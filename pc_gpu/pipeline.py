@@ -35,9 +35,12 @@ _AFFINE_PASSES = 5
 _MAX_RMS_PIX = 0.5  # a refined WCS that fits its stars worse than this (per axis) is not used
 _NEAR_PIX = 50.0  # Gaia stars projected through a refined WCS: those within this of the image
 
-__all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "finish_frame", "process_frame"]
+__all__ = ["RunOptions", "Reducer", "FrameResult", "write_outputs", "finish_frame", "process_frame",
+           "SOLVE_MODES"]
 
 log = logging.getLogger(__name__)
+
+SOLVE_MODES = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,9 @@ class RunOptions:
     seconds after which streak detection gives up (None: no limit); thumbnail : write
     RAW-thumb.jpg, an 8x8-binned asinh-stretched preview of the detrended image; wcs_refine :
     fit the WCS to the recentroided Gaia stars (TAN-SIP), recentroid again from it, record the
-    pointing (False: the given .wcs as it is, no pointing record).
+    pointing (False: the given .wcs as it is, no pointing record); solve : plate
+    solving, 'auto' (when the .wcs is missing or fails verification against the detected
+    stars), 'always' (the .wcs is not read) or 'never' (the .wcs is required and trusted).
     """
 
     outdir: str | None = None
@@ -86,6 +91,7 @@ class RunOptions:
     streak_time_limit: float | None = None
     thumbnail: bool = False
     wcs_refine: bool = True
+    solve: str = "auto"
 
     def __post_init__(self):
         if self.max_n_stars < 1:
@@ -96,6 +102,8 @@ class RunOptions:
             raise InputError(None, f"--max_zp_radius must be positive, not {self.max_zp_radius}")
         if self.device not in ("auto", "cpu", "gpu"):
             raise InputError(None, f"--device must be auto, cpu or gpu, not {self.device!r}")
+        if self.solve not in SOLVE_MODES:
+            raise InputError(None, f"--solve must be auto, always or never, not {self.solve!r}")
         if self.streak_time_limit is not None and not self.streak_time_limit >= 0:
             raise InputError(None, f"--streak_time_limit must be >= 0 seconds, not {self.streak_time_limit}")
 
@@ -121,6 +129,7 @@ class FrameResult:
     conditions: np.ndarray | None = None  # CONDITIONS table (conditions.measure_conditions)
     wcs: object = None  # the astropy WCS the frame was reduced with (refined when it was)
     pointing: dict | None = None  # astrometry.pointing.pointing_record, with options.wcs_refine
+    wcs_origin: str = "given"  # 'given' (.wcs as it is), 'refined' or 'solved' (then in the output headers)
 
 
 class Reducer:
@@ -194,19 +203,25 @@ class Reducer:
         return self.reduce_frame(frame, wcs, started=started)
 
     def load(self, raw_path):
-        """Read and check one raw frame and its .wcs: (`rawio.RawFrame`, astropy WCS); raise
-        as `reduce` does (host work only: threads may load frames ahead of the reduction)."""
+        """Read and check one raw frame and its .wcs: (`rawio.RawFrame`, astropy WCS, or None
+        when the frame is to be plate-solved: always with --solve always, and with --solve auto
+        when there is no .wcs); raise as `reduce` does (host work only: threads may load frames
+        ahead of the reduction)."""
         raw_path = os.fspath(raw_path)
         frame = read_raw(raw_path, self.camera)
         if self.options.check_tcs_motion and _truthy(frame.header.get("ZPFLAG")):
             raise TelescopeMotion(f"{raw_path}: ZPFLAG set, the telescope moved during the exposure; skipped")
         obs_night = observing_night(local_datetime(frame.header, raw_path))
         check_outputs_free(self.planned_outputs(raw_path, obs_night).values(), overwrite=self.options.overwrite)
-        return frame, read_wcs(wcs_path_for(raw_path))
+        wcs_path = wcs_path_for(raw_path)
+        if self.options.solve == "always" or (self.options.solve == "auto" and not os.path.exists(wcs_path)):
+            return frame, None
+        return frame, read_wcs(wcs_path)
 
     def reduce_frame(self, frame, wcs, *, started=None):
-        """Reduce a frame already in memory (`rawio.RawFrame` and its astropy WCS). The 'read'
-        stage timing counts from `started` (time.perf_counter() s) when given."""
+        """Reduce a frame already in memory (`rawio.RawFrame` and its astropy WCS, None to
+        plate-solve it). The 'read' stage timing counts from `started` (time.perf_counter() s)
+        when given. Raises `astrometry.solve.NoSolution` when a frame to solve has no solution."""
         return self.reduce_frames([frame], [wcs], started=started)[0]
 
     def reduce_frames(self, frames, wcss, *, started=None):
@@ -223,8 +238,8 @@ class Reducer:
         centroids = self._recentroid(images, measured, range(len(frames)))
         t_centroid = time.perf_counter()
         if o.wcs_refine:
-            redo = {i: self._refine(frame, wcs, measured, images, i, centroids)
-                    for i, (frame, wcs) in enumerate(zip(frames, wcss))}
+            redo = {i: self._refine(frame, m["wcs"], measured, images, i, centroids)
+                    for i, (frame, m) in enumerate(zip(frames, measured))}
             redo = {i: r for i, r in redo.items() if r[0].any()}
             if redo:
                 centroids.update(self._recentroid(images, measured, redo, redo))
@@ -242,13 +257,13 @@ class Reducer:
         t_photometry = time.perf_counter()
         bounds = np.cumsum([0] + counts)
         results = []
-        for i, (frame, wcs, m) in enumerate(zip(frames, wcss, measured)):
+        for i, (frame, m) in enumerate(zip(frames, measured)):
             part = slice(bounds[i], bounds[i + 1])
             m["t"]["centroid"] = t_centroid
             if o.wcs_refine:
                 m["t"]["refine"] = t_refine
             m["t"]["photometry"] = t_photometry
-            results.append(self._finish(frame, m.get("wcs", wcs), m, images[i], (xc[part], yc[part], qmax[part]),
+            results.append(self._finish(frame, m["wcs"], m, images[i], (xc[part], yc[part], qmax[part]),
                                         {k: v[part] for k, v in phot.items()}))
         return results
 
@@ -317,14 +332,17 @@ class Reducer:
         new = self._project(m, fit.wcs, frame) if fit is not None else None
         if new is None:
             log.warning("%s: WCS not refined (%d usable stars); the given .wcs is used", frame.path, int(use.sum()))
-            m["pointing"] = pointing_record(wcs, cam, frame.header, origin="given", ra=ra, dec=dec,
+            origin = m["astrometry"].origin if m["astrometry"] is not None else "given"
+            m["pointing"] = pointing_record(wcs, cam, frame.header, origin=origin, ra=ra, dec=dec,
                                             x=xc[use], y=yc[use])
             new = stars if not guesses_moved else star_list(  # the given WCS's stars again
                 m["gaia"], wcs, cam, frame.exptime_s, max_n_stars=self.options.max_n_stars,
                 pm_corr=self.options.pm_corr, mjd=m["mjd"])
         else:
             ok = fit.used
-            m["pointing"] = pointing_record(fit.wcs, cam, frame.header, origin="refined", fit_order=fit.order,
+            solved = m["astrometry"] is not None and m["astrometry"].origin == "solved"
+            m["pointing"] = pointing_record(fit.wcs, cam, frame.header, origin="solved" if solved else "refined",
+                                            fit_order=fit.order,
                                             ra=ra[ok], dec=dec[ok], x=xc[use][ok], y=yc[use][ok])
             log.info("%s: WCS refined on %d stars (order %d): rms %.2f\" x %.2f\"", frame.path, fit.n_used,
                      fit.order, fit.rms_ra_arcsec, fit.rms_dec_arcsec)
@@ -350,8 +368,8 @@ class Reducer:
             return None
 
     def _measure(self, frame, wcs, image, started):
-        """A frame's pixel stages into `image` (a float32 device plane) and its Gaia stars:
-        a dict of what `_finish` needs."""
+        """A frame's pixel stages into `image` (a float32 device plane), its astrometry and its
+        Gaia stars: a dict of what `_finish` needs."""
         o, cam, be = self.options, self.camera, self.backend
         t = {"start": started}
         local = local_datetime(frame.header, frame.path)
@@ -365,15 +383,48 @@ class Reducer:
         stats = sky_statistics(image, self._regions, be)
         t["sky"] = time.perf_counter()
 
+        astrometry = None
+        if o.solve == "always" or (o.solve == "auto" and wcs is None):
+            astrometry = self._astrometry(frame, wcs, image)
+            wcs = astrometry.wcs
+            t["astrometry"] = time.perf_counter()
         mjd = mjd_obs(frame.header, local, cam.timezone_offset_hours)
+        gaia, stars = self._gaia_stars(frame, wcs, mjd)
+        t["gaia"] = time.perf_counter()
+        if o.solve == "auto" and astrometry is None:
+            # the given .wcs checked on the image centre first; on the whole image, and solved
+            # when it fails there too
+            from .astrometry.frame import FrameAstrometry, check_given_wcs
+
+            check = check_given_wcs(image, stars, cam, be)
+            if check.ok:
+                astrometry = FrameAstrometry(wcs, "given", True, check.n_matched, check.rms_pix)
+            else:
+                log.info("%s: the .wcs fails the check on the image centre (%s)", frame.path, check.reason)
+                astrometry = self._astrometry(frame, wcs, image)
+                if astrometry.wcs is not wcs:
+                    wcs = astrometry.wcs
+                    gaia, stars = self._gaia_stars(frame, wcs, mjd)
+            t["astrometry"] = time.perf_counter()
+        return {"t": t, "local": local, "has_dome": has_dome, "stats": stats, "mjd": mjd, "stars": stars,
+                "gaia": gaia, "wcs": wcs, "astrometry": astrometry}
+
+    def _astrometry(self, frame, wcs, image):
+        """`astrometry.frame.frame_astrometry` of a frame under the run's --solve mode."""
+        from .astrometry.frame import frame_astrometry
+
+        return frame_astrometry(frame, wcs, image, mode=self.options.solve, gaia_dir=self.gaia_dir,
+                                camera=self.camera, backend=self.backend)
+
+    def _gaia_stars(self, frame, wcs, mjd):
+        """The Gaia chunk rows around a frame's field and its `gaia.star_list` through `wcs`."""
+        o, cam = self.options, self.camera
         gaia = read_gaia_chunks(self.gaia_dir, field_healpix(wcs, cam))
         stars = star_list(gaia, wcs, cam, frame.exptime_s, max_n_stars=o.max_n_stars,
                           pm_corr=o.pm_corr, mjd=mjd)
         if len(stars) == 0:
             log.warning("%s: no Gaia star brighter than the magnitude limit lies in the field", frame.path)
-        t["gaia"] = time.perf_counter()
-        return {"t": t, "local": local, "has_dome": has_dome, "stats": stats, "mjd": mjd, "stars": stars,
-                "gaia": gaia}
+        return gaia, stars
 
     def _finish(self, frame, wcs, m, image, centroid_result, phot):
         """A frame's catalogue, streaks, zeropoints and FrameResult from its measurements."""
@@ -422,6 +473,8 @@ class Reducer:
             ("CALFALLB", bool(calib.fallback), "bias/dark from per-quadrant scalars"),
             ("OBSNIGHT", obs_night, "observing night (local date at noon)"),
         ]
+        if m["astrometry"] is not None:
+            header_extra += m["astrometry"].header_cards(origin=m.get("pointing") is None)
         if streaks is not None:
             header_extra += [
                 ("STRKDET", True, "satellite streak detection ran"),
@@ -440,7 +493,7 @@ class Reducer:
                              obs_night=obs_night, timestamp=telemetry_timestamp(m["local"]),
                              exptime_s=frame.exptime_s, wcs_ctype=tuple(wcs.wcs.ctype), timings=timings,
                              streaks=streaks, thumbnail=thumbnail, conditions=conditions, wcs=wcs,
-                             pointing=pointing)
+                             pointing=pointing, wcs_origin=_wcs_origin(m))
         row = zps[(zps["quadrant"] == 0) & (zps["aper_ind"] == self.standard_aperture)
                   & (zps["science_fov_only"] == 0)][0]
         log.info("%s: zp %.3f mag (%d stars), sky %.3f ADU/s/pix, dome %s, %.0f ms on %s",
@@ -495,6 +548,13 @@ def _stage_timings(t):
     return {k: round(1e3 * (t[k] - t[p]), 2) for p, k in zip(keys, keys[1:])}
 
 
+def _wcs_origin(m):
+    """'given', 'refined' or 'solved': where the WCS a frame was reduced with came from."""
+    if m.get("pointing") is not None:
+        return m["pointing"]["wcs_origin"]
+    return m["astrometry"].origin if m["astrometry"] is not None else "given"
+
+
 def write_outputs(result, reducer, plot_worker=None):
     """Write the frame's files atomically (all or none); return {kind: path}. With a
     `plotworker.PlotWorker`, the zeropoint checkplot is drawn by it while the FITS files are
@@ -507,7 +567,7 @@ def write_outputs(result, reducer, plot_worker=None):
         return {}
     records = fitsout.header_records(result.header, result.header_extra)
     primary = records
-    if result.pointing is not None:  # the WCS the frame was reduced with, in the image-like headers
+    if result.wcs_origin != "given":  # the WCS the frame was reduced with, in the image-like headers
         from .astrometry.pointing import wcs_cards
 
         primary = fitsout.header_records(result.header, result.header_extra + wcs_cards(result.wcs))

@@ -49,7 +49,9 @@ class ServiceOptions:
     whose file stops growing before it is complete is tried anyway after this, s;
     heartbeat_ttl_s : lifetime of the heartbeat key, s (refreshed every third of it);
     stream_maxlen : approximate cap on the Redis history stream (0: none); redis_timeout_s :
-    socket timeouts, s; veto : raw file names never to reduce.
+    socket timeouts, s; veto : raw file names never to reduce; wcs_wait_s : with --solve auto,
+    a complete frame whose .wcs has not come after this long (since its file last changed) is
+    plate-solved, s.
     """
 
     watchdir: str
@@ -61,6 +63,7 @@ class ServiceOptions:
     stream_maxlen: int = 100000
     redis_timeout_s: float = 1.0
     veto: frozenset = frozenset()
+    wcs_wait_s: float = 30.0
 
     def __post_init__(self):
         if self.poll_seconds <= 0:
@@ -69,6 +72,8 @@ class ServiceOptions:
             raise InputError(None, f"--heartbeat_ttl must be at least 3 s, not {self.heartbeat_ttl_s}")
         if self.incomplete_timeout_s <= 0:
             raise InputError(None, "--incomplete_timeout must be positive")
+        if not self.wcs_wait_s >= 0:
+            raise InputError(None, f"--wcs_wait must be >= 0 seconds, not {self.wcs_wait_s}")
         if not os.path.isdir(self.watchdir):
             raise InputError(self.watchdir, "watch directory not found")
 
@@ -275,6 +280,8 @@ class RealtimeService:
                 log.warning("%s has not grown for %.0f s and is still %s: trying it anyway", name,
                             self.service_options.incomplete_timeout_s, reason)
                 state = READY
+            elif state == WAIT and reason == "no .wcs file yet" and self._solve_without_wcs(cand):
+                state = READY
             if state == READY:
                 self.process(cand.path, ready_time=time.time())
                 processed += 1
@@ -290,6 +297,18 @@ class RealtimeService:
                     log.debug("%s: waiting (%s)", name, reason)
         self.tick()
         return processed, waiting
+
+    def _solve_without_wcs(self, cand):
+        """Whether a complete frame still without its .wcs is reduced now (and so solved):
+        at once with --solve always, after --wcs_wait seconds with --solve auto, never with
+        --solve never."""
+        solve = self.options.solve
+        waited = time.monotonic() - cand.last_change
+        if solve == "always" or (solve == "auto" and waited >= self.service_options.wcs_wait_s):
+            if solve == "auto":
+                log.info("%s: no .wcs after %.0f s: solving it", cand.name, waited)
+            return True
+        return False
 
     def tick(self):
         """Deliver queued telemetry and refresh the heartbeat when they are due."""
@@ -357,6 +376,15 @@ class RealtimeService:
             from .streaks import warm_up as warm_streaks
 
             warm_streaks(self.reducer.backend)
+        if self.options.solve != "never":
+            from .astrometry.detect import warm_up as warm_detection
+            from .astrometry.patterns import load_patterns, pattern_params
+
+            warm_detection(self.reducer.backend)
+            try:  # built here once rather than on the first frame to solve
+                load_patterns(self.reducer.gaia_dir, pattern_params(self.camera.shape, self.camera.pixel_scale_arcsec))
+            except InputError as exc:
+                log.warning("no pattern data for plate solving: %s", exc)
         _warm_io(self.options.checkplot, self.options.thumbnail)
         log.info("warm in %.1f s; waiting for frames", time.perf_counter() - t0)
 
@@ -441,7 +469,8 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog="pc-realtime",
         description="Watch WATCHDIR for new pointing-camera frames and reduce each once, as it "
-                    "lands (its FITS complete and its .wcs present), with telemetry to Redis. "
+                    "lands (its FITS complete and its .wcs present, or plate-solved when the .wcs has not "
+                    "come after --wcs_wait seconds), with telemetry to Redis. "
                     "The ledger OUTDIR/pc-realtime-ledger.jsonl records every frame's outcome; "
                     "a restart resumes from it. SIGTERM/SIGINT: finish the frame in hand, stop.",
         epilog="Defaults are the original's realtime ones: --nightly_subdir, --one_aper, "
@@ -469,6 +498,9 @@ def build_parser():
                    help="approximate cap on the Redis history stream (0: none; default 100000)")
     g.add_argument("--redis_timeout", type=float, default=1.0, help="Redis socket timeout, s (default 1)")
     g.add_argument("--no_thumbnail", action="store_true", help="do not write RAW-thumb.jpg previews")
+    g.add_argument("--wcs_wait", type=float, default=30.0, metavar="SECONDS",
+                   help="with --solve auto, plate-solve a frame whose .wcs has not come this long after "
+                        "the frame (default 30)")
     g.add_argument("--report", action="store_true",
                    help="keep the web report (OUTDIR/report/, as pc-report) up to date, off the latency path")
     g.add_argument("--report_interval", type=float, default=5.0,
@@ -506,7 +538,7 @@ def options_from_args(args):
         watchdir=args.watchdir, pattern=args.pattern, poll_seconds=args.poll_seconds,
         use_events=not args.no_events, incomplete_timeout_s=args.incomplete_timeout,
         heartbeat_ttl_s=args.heartbeat_ttl, stream_maxlen=args.stream_maxlen,
-        redis_timeout_s=args.redis_timeout, veto=veto)
+        redis_timeout_s=args.redis_timeout, veto=veto, wcs_wait_s=args.wcs_wait)
     return run, service
 
 

@@ -68,8 +68,11 @@ def test_local_run_records_every_frame_with_its_outcome(archive, local_run):
     for raw, phrase in archive.bad.items():
         (event,) = finals[os.path.basename(raw)]
         assert event["event"] == "failed" and phrase in event["reason"], event
+    # --solve auto (the default): a frame without .wcs is plate-solved, not skipped
     (event,) = finals[os.path.basename(archive.no_wcs)]
-    assert (event["event"], event["reason"]) == ("skipped", "no .wcs")
+    assert event["event"] == "done", event
+    solved = next(p for p in event["outputs"] if p.endswith("-summary.fits"))
+    assert fitsio.read_header(solved)["WCSORIG"] == "solved"
     assert len(finals) == len(archive.good) + len(archive.bad) + 1
     # nightly subdirectories, summary + checkplot, no detrended image
     for raw in archive.good:
@@ -77,7 +80,7 @@ def test_local_run_records_every_frame_with_its_outcome(archive, local_run):
         base = os.path.join(outdir, night, os.path.basename(raw)[:-5])
         assert os.path.exists(base + "-summary.fits") and os.path.exists(base + "-zp.png")
         assert not os.path.exists(base + "-detrended.fits")
-    assert "4 failed" in proc.stderr and "skipped x1: no .wcs" in proc.stderr
+    assert "4 failed" in proc.stderr and "no .wcs" not in proc.stderr
 
 
 def test_summaries_equal_what_pc_proc_writes(archive, local_run, tmp_path):
@@ -386,3 +389,17 @@ def test_progress_log_lines_and_bar(caplog, capsys):
     progress.add("done", 3)
     progress.close()
     assert "3/4" in capsys.readouterr().err
+
+
+def test_solve_never_skips_a_frame_without_wcs(archive, tmp_path):
+    """With --solve never a frame without .wcs is skipped (as the original's archive scripts
+    did); the default, auto, solves it (test_local_run_records_every_frame_with_its_outcome)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(archive.no_wcs, inputs)
+    cmd = archive_cmd(archive, tmp_path / "out", "--solve", "never", "--workers", "1")
+    cmd[3] = str(inputs)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (event,) = final_counts(tmp_path / "out")[os.path.basename(archive.no_wcs)]
+    assert (event["event"], event["reason"]) == ("skipped", "no .wcs")

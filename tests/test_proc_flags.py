@@ -60,6 +60,7 @@ BEHAVIOUR_TESTS = {
     "--quiet": "test_verbose_and_quiet",
     "--thumbnail": "test_thumbnail_is_the_binned_detrended_image",
     "--no_wcs_refine": "test_wcs_refine.py::test_no_wcs_refine_keeps_the_given_wcs",
+    "--solve": "test_astrometry.py::test_pc_proc_solve_modes",
 }
 
 # flag (with a value when it takes one) -> (RunOptions field, value it must set)
@@ -89,6 +90,7 @@ OPTION_FIELDS = {
     ("--streak_time_limit", "2"): ("streak_time_limit", 2.0),
     ("--thumbnail",): ("thumbnail", True),
     ("--no_wcs_refine",): ("wcs_refine", False),
+    ("--solve", "always"): ("solve", "always"),
 }
 
 

@@ -136,6 +136,8 @@ def test_command_line_defaults_are_the_original_realtime_ones(tmp_path):
     assert (service.pattern, service.poll_seconds, service.use_events, service.incomplete_timeout_s,
             service.heartbeat_ttl_s, service.stream_maxlen, service.redis_timeout_s, service.veto) == (
         "*.fits", 1.0, True, 60.0, 30.0, 100000, 1.0, frozenset())
+    assert (run.solve, service.wcs_wait_s) == ("auto", 30.0)
+    assert options_from_args(parse_args([str(tmp_path), "--outdir", "o", "--wcs_wait", "5"]))[1].wcs_wait_s == 5.0
     args = parse_args(["--meta_dir", "m", str(tmp_path), "--outdir", "o", "--no_nightly_subdir",
                        "--all_apers", "--no_check_tcs_motion", "--dont_send_redis", "--write_detrended",
                        "--skip_checkplot", "--no_max_zp_radius", "--no_events"])

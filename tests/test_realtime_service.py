@@ -341,3 +341,49 @@ def test_sigint_finishes_the_frame_in_hand(tmp_path, night, redis_server, redis_
     text = (tmp_path / "service.log").read_text()
     assert "(polling)" in text and "Traceback" not in text   # --no_events: no filesystem events
     assert os.path.exists(tmp_path / "out" / NIGHT_DIR / (first[:-5] + "-summary.fits"))
+
+
+def test_a_frame_whose_wcs_never_comes_is_solved_after_the_wait(tmp_path, night, small_camera, cpu, redis_server):
+    """--solve auto: the frame waits for its .wcs for --wcs_wait seconds, then is plate-solved;
+    with --solve never it waits for as long as the .wcs does not come."""
+    import dataclasses
+    import shutil
+
+    for solve in ("never", "auto"):
+        base = tmp_path / solve
+        base.mkdir()
+        svc = make_service(base, night, small_camera, cpu, redis_server, wcs_wait_s=0.5)
+        svc.options = dataclasses.replace(svc.options, solve=solve)
+        svc.reducer.options = svc.options
+        try:
+            name = os.path.basename(night.raw[0])
+            shutil.copy(night.raw[0], base / "watch" / name)  # the frame, and no .wcs
+            assert svc.poll_once() == (0, 1)
+            time.sleep(0.6)
+            assert svc.poll_once() == ((0, 1) if solve == "never" else (1, 0))
+        finally:
+            svc.close()
+        events = outcomes(read_ledger(base / "out"))
+        if solve == "never":
+            assert events == []
+            continue
+        (done,) = events
+        assert done["event"] == "done", done
+        summary = next(p for p in done["outputs"] if p.endswith("-summary.fits"))
+        header = fitsio.read_header(summary)
+        assert (header["WCSORIG"], header["WCSVERIF"]) == ("solved", True)
+    # a frame with no star and no .wcs: failed, with the reason
+    from pc_gpu.sim import write_frame
+    from pc_gpu.sim.solvecases import starless_frame
+
+    base = tmp_path / "starless"
+    base.mkdir()
+    raw = write_frame(starless_frame(night.gaia_dir, 7, camera=small_camera), str(tmp_path / "sim")).raw
+    svc = make_service(base, night, small_camera, cpu, redis_server, wcs_wait_s=0.0)
+    try:
+        shutil.copy(raw, base / "watch")
+        assert svc.poll_once() == (1, 0)
+    finally:
+        svc.close()
+    (failed,) = outcomes(read_ledger(base / "out"))
+    assert failed["event"] == "failed" and "no solution" in failed["reason"], failed

@@ -112,7 +112,8 @@ class _Run:
             outcome = ledger.outcome(f.name)
             if outcome is not None and not (retry_failed and outcome["event"] == "failed"):
                 continue
-            (skips if f.problem == NO_WCS else todo).append(f)
+            # without a .wcs a frame is skipped, unless it is to be plate-solved
+            (skips if f.problem == NO_WCS and spec.options.solve == "never" else todo).append(f)
         self.todo = todo
         self.progress = Progress(len(todo) + len(skips), bar=progress_bar)
         for f in todo + skips:

@@ -14,7 +14,7 @@ __all__ = ["POINTING_FIELDS", "pointing_record", "header_cards", "table_columns"
 
 # record field -> (FITS keyword, comment); the order is the record's
 POINTING_FIELDS = {
-    "wcs_origin": ("WCSORIG", "WCS: given (.wcs file) or refined"),
+    "wcs_origin": ("WCSORIG", "WCS: given .wcs, refined, or solved by pc_gpu"),
     "wcs_fit_order": ("WCSORDER", "WCS fit order: 1 TAN, 2-3 SIP, 0 none"),
     "wcs_n_stars": ("WCSNSTAR", "Gaia stars in the WCS fit"),
     "wcs_rms_ra_arcsec": ("WCSRMSRA", "[arcsec] WCS fit RMS along RA*cos(Dec)"),

@@ -3,7 +3,7 @@
     python -m pc_gpu.kernels.compile_check [--cc 80 90] [--json OUT]
 
 1. In a child process under numba's CUDA simulator, the production launchers run on small
-   inputs (`warm_up` and the streak warm-up: the code paths `pc-proc` takes) and every launch
+   inputs (`warm_up`, the streak and the star-detection warm-ups: the code paths `pc-proc` takes) and every launch
    is recorded: kernel and numba argument types.
 2. For each architecture, in a child process of its own, each recorded kernel is compiled to
    PTX with NVVM (numba-cuda) and to device code with ptxas (the CUDA toolkit's, from the
@@ -29,7 +29,7 @@ import types as pytypes
 
 __all__ = ["main"]
 
-MODULES = ("pc_gpu.kernels.cuda", "pc_gpu.kernels.streak_cuda")
+MODULES = ("pc_gpu.kernels.cuda", "pc_gpu.kernels.streak_cuda", "pc_gpu.kernels.detect_cuda")
 EXACT_KERNELS = ("_detrend_k", "_gather_k", "_sky_level1_k", "_sky_level2_k", "_sky_sums_k", "_recentroid_k")
 """Kernels whose results must equal the CPU's bit for bit."""
 _FLOAT_MINMAX = re.compile(r"^\s*(min|max)(\.[a-zA-Z]+)*\.f(32|64)\b", re.M)
@@ -52,6 +52,7 @@ def record_launches():
     """Run the production launchers under the simulator; [(module, kernel, [types])]."""
     import importlib
 
+    from ..astrometry.detect import warm_up as warm_up_detection
     from ..backend import get_backend
     from ..streaks import warm_up as warm_up_streaks
     from . import warm_up
@@ -81,6 +82,7 @@ def record_launches():
         raise RuntimeError("record_launches needs NUMBA_ENABLE_CUDASIM=1")
     warm_up(backend)
     warm_up_streaks(backend)
+    warm_up_detection(backend)
     return [(m, k, [json.loads(a) for a in args]) for m, k, args in seen]
 
 
