@@ -567,7 +567,8 @@ def write_outputs(result, reducer, plot_worker=None):
         return {}
     records = fitsout.header_records(result.header, result.header_extra)
     primary = records
-    if result.wcs_origin != "given":  # the WCS the frame was reduced with, in the image-like headers
+    if result.pointing is not None or result.wcs_origin != "given":
+        # the WCS the frame was reduced with (refined, solved or given), in the image-like headers
         from .astrometry.pointing import wcs_cards
 
         primary = fitsout.header_records(result.header, result.header_extra + wcs_cards(result.wcs))

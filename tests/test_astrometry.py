@@ -21,7 +21,7 @@ from astropy.io import fits
 
 from pc_gpu.astrometry import patterns
 from pc_gpu.astrometry.detect import detect_stars
-from pc_gpu.astrometry.frame import frame_astrometry
+from pc_gpu.astrometry.frame import check_given_wcs, frame_astrometry
 from pc_gpu.astrometry.solve import NoSolution, solve_detections, solve_frame
 from pc_gpu.astrometry.verify import verify_wcs
 from pc_gpu.camera import EL_NINO
@@ -201,11 +201,37 @@ def test_frame_astrometry_replaces_a_failing_wcs_and_keeps_it_when_unsolvable(de
                              backend=be)
     assert fixed.origin == "solved" and max_error_pix(fixed.wcs, wcs) < 0.5
     cards = dict((k, v) for k, v, _ in fixed.header_cards())
-    assert cards["WCSORIG"] == "solved" and cards["CTYPE1"].startswith("RA---TAN")
+    assert cards["WCSORIG"] == "solved" and cards["WCSVERIF"] is True and "SOLVTIME" in cards
+    assert "WCSORIG" not in dict((k, v) for k, v, _ in fixed.header_cards(origin=False))
     starless = starless_frame(sim_gaia_dir, 4, calibrations=calibrations)
     unverified = frame_astrometry(frame, wcs, detrended_image(starless), mode="auto", gaia_dir=demo_field.gaia_dir,
                                   camera=EL_NINO, backend=be)
     assert (unverified.origin, unverified.verified) == ("given", False) and unverified.wcs is wcs
+
+
+def test_given_wcs_checked_on_the_image_centre(demo, demo_field):
+    """The quick check of a given .wcs (central 1024 x 1024 pixels, the stars the pipeline
+    predicts there) passes the true WCS and fails one shifted by 30 pix or turned by 1 deg."""
+    from pc_gpu.backend import get_backend
+    from pc_gpu.gaia import field_healpix, read_gaia_chunks, star_list
+
+    frame, image, wcs, _ = demo
+    be = get_backend("cpu")
+
+    def check(w):
+        stars = star_list(read_gaia_chunks(demo_field.gaia_dir, field_healpix(w, EL_NINO)), w, EL_NINO,
+                          frame.exptime_s)
+        return check_given_wcs(image, stars, EL_NINO, be)
+
+    good = check(wcs)
+    assert good.ok and good.n_matched >= 50 and good.rms_pix < 1.0
+    shifted, turned = wcs.deepcopy(), wcs.deepcopy()
+    shifted.wcs.crpix = shifted.wcs.crpix + np.array([30.0, 0.0])
+    angle = np.radians(1.0)
+    turned.wcs.cd = turned.wcs.cd @ np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    for bad in (shifted, turned):
+        result = check(bad)
+        assert not result.ok and result.n_matched < good.n_matched / 3, result.reason
 
 
 def _summary_header(outdir):
@@ -226,6 +252,7 @@ def test_pc_proc_solve_modes(demo_field, sim_gaia_dir, calibrations, tmp_path, c
     assert main([str(raw), "--outdir", str(tmp_path / "auto"), *common]) == 0
     header, catalog = _summary_header(tmp_path / "auto")
     assert (header["WCSORIG"], header["WCSVERIF"]) == ("solved", True) and header["WCSNMAT"] >= 100
+    assert header["CTYPE1"] == "RA---TAN-SIP"  # the solved and refined WCS, in the primary header
     truth = fitsio.read(demo_field.truth, ext="TRUTH")
     by_id = {s: i for i, s in enumerate(truth["SOURCE_ID"])}
     rows = np.array([by_id[s] for s in catalog["SOURCE_ID"]])

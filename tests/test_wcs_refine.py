@@ -69,8 +69,9 @@ def runs(sip_field, tmp_path_factory, redis_server):
     before = _sha(str(perturbed)[:-5] + ".wcs")
     out = {}
     client = redis_server.client()
-    for name, raw, flags in (("true", sip_field.raw, ["--no_wcs_refine"]),
-                             ("unrefined", perturbed, ["--no_wcs_refine"]),
+    # --no_wcs_refine with --solve never: the pipeline as it was before issue 14
+    for name, raw, flags in (("true", sip_field.raw, ["--no_wcs_refine", "--solve", "never"]),
+                             ("unrefined", perturbed, ["--no_wcs_refine", "--solve", "never"]),
                              ("refined", perturbed, [])):
         client.delete(KEY)
         outdir = root / name
@@ -291,7 +292,7 @@ def test_perturbed_wcs_is_off_by_the_amounts_asked():
 
 # ---------------------------------------------------------------- pc-realtime and pc-archive
 
-@pytest.mark.parametrize("flags", [[], ["--no_wcs_refine"]], ids=["refine", "no_wcs_refine"])
+@pytest.mark.parametrize("flags", [[], ["--no_wcs_refine", "--solve", "never"]], ids=["refine", "no_wcs_refine"])
 def test_realtime_sends_the_pointing_unless_no_wcs_refine(flags, tmp_path, night, small_camera, cpu,
                                                           redis_server, redis_client):
     from pc_gpu.realtime import RealtimeService, options_from_args, parse_args
@@ -324,7 +325,7 @@ def test_realtime_sends_the_pointing_unless_no_wcs_refine(flags, tmp_path, night
             assert got == expected if isinstance(expected, str) else float(got) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("flags", [[], ["--no_wcs_refine"]], ids=["refine", "no_wcs_refine"])
+@pytest.mark.parametrize("flags", [[], ["--no_wcs_refine", "--solve", "never"]], ids=["refine", "no_wcs_refine"])
 def test_archive_refines_unless_no_wcs_refine(flags, tmp_path, night, small_camera):
     from pc_gpu.archive.cli import build_parser, options_from_args
     from pc_gpu.archive.task import TaskSpec, reduce_chunk
