@@ -373,6 +373,7 @@ def main(argv=None):
             error = f"{row['median']:6.3f}/{row['max']:<7.3f}" if out.solved and row["truth"] else " " * 14
             cells.append(f"{'ok' if out.solved else '--'} {out.seconds:5.2f}s {error}")
         print(f"{frame.name}  {' | '.join(cells)}  {frame.note}", flush=True)
+        os.remove(frame.path)  # 33 MB each; frames are cheap to remake and never reused
     print("columns: " + " | ".join(solvers) + " (solved, wall time, error median/max pix)")
     for name, table in rows.items():
         print(summarise(name, table))
