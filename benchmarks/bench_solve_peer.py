@@ -19,8 +19,10 @@ as float32 FITS with the raw header. Optional pure-noise frames (a solution ther
 Configurations: ``solve-field`` with scale bounds (nominal scale +-5%) only, and with the header
 pointing as a hint (``--ra --dec --radius 10``); pc_gpu's ``solve_frame`` without and with the
 hint, when `pc_gpu.astrometry.solve` is installed. Each configuration solves the first frame
-once untimed (warm-up; reported), then every frame. Time is the wall time of the call
-(solve-field: the whole command, source extraction and index loading included). Accuracy: over
+once untimed (warm-up; reported), then every frame. Time: wall and CPU time of the call
+(solve-field: the whole command, FITS conversion, source extraction and index loading
+included; CPU time of its child processes), and for solve-field also the wall time of its
+matching engine alone (``astrometry-engine`` rerun on the sources it extracted). Accuracy: over
 a 33 x 25 grid of the field, the distance (pix) between where the true and the solved WCS put
 the same sky points; median and max per frame. A solution is wrong when that max exceeds
 `WRONG_PIX`. solve-field failing for any reason other than "did not solve" stops the benchmark.
@@ -30,6 +32,7 @@ import argparse
 import dataclasses
 import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -68,10 +71,14 @@ class Frame:
 
 @dataclasses.dataclass
 class Outcome:
-    """A solver's answer for one frame: solved or not, wall time (s), solved astropy WCS."""
+    """A solver's answer for one frame: solved or not; wall and CPU time of the call (s; CPU
+    time is less inflated than wall time on a loaded machine); solve-field only: wall time of
+    its matching engine alone on the sources it extracted (s); the solved astropy WCS."""
 
     solved: bool
     seconds: float
+    cpu_seconds: float
+    engine_seconds: float = math.nan
     wcs: object = None
 
 
@@ -243,18 +250,34 @@ def solve_field(frame, hint, *, config, outdir, cpulimit, scale):
             "--scale-high", f"{scale * (1 + SCALE_TOLERANCE):.4f}"]
     if hint is not None:
         args += ["--ra", f"{hint[0]:.6f}", "--dec", f"{hint[1]:.6f}", "--radius", f"{HINT_RADIUS_DEG:g}"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(args + [frame.path], capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
+    proc, seconds, cpu = _timed_run(args + [frame.path])
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise RuntimeError(f"solve-field failed on {frame.path} (exit {proc.returncode}):\n{log[-3000:]}")
     base = os.path.join(outdir, frame.name)
-    if os.path.exists(base + ".solved"):
-        return Outcome(True, seconds, _as_wcs(base + ".wcs"))
-    if "Did not solve" not in log:
+    solved = os.path.exists(base + ".solved")
+    if not solved and "Did not solve" not in log:
         raise RuntimeError(f"solve-field neither solved {frame.path} nor said it did not:\n{log[-3000:]}")
-    return Outcome(False, seconds)
+    wcs = _as_wcs(base + ".wcs") if solved else None
+    # The matching engine again, alone, on the source list solve-field extracted.
+    if solved:
+        os.remove(base + ".solved")
+    engine, engine_seconds, _ = _timed_run(["astrometry-engine", "--config", config, base + ".axy"])
+    if engine.returncode != 0 or os.path.exists(base + ".solved") != solved:
+        raise RuntimeError(f"astrometry-engine on {base}.axy (exit {engine.returncode}) did not repeat "
+                           f"solve-field's answer:\n{(engine.stdout + engine.stderr)[-3000:]}")
+    return Outcome(solved, seconds, cpu, engine_seconds, wcs)
+
+
+def _timed_run(args):
+    """Run a command (argument list): the completed process, its wall and CPU time (s)."""
+    def children_cpu():
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    cpu0, t0 = children_cpu(), time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True)
+    return proc, time.perf_counter() - t0, children_cpu() - cpu0
 
 
 def pc_gpu_solve_module():
@@ -272,13 +295,13 @@ def pc_gpu_solve_module():
 def solve_pc_gpu(module, frame, hint, *, gaia, scale):
     """pc_gpu's `solve_frame` on the frame's detrended array."""
     ra, dec = hint if hint is not None else (None, None)
-    t0 = time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     try:
         result = module.solve_frame(frame.image, gaia_dir=gaia, ra_hint=ra, dec_hint=dec,
                                     pixscale_arcsec=scale)
     except module.NoSolution:
-        return Outcome(False, time.perf_counter() - t0)
-    return Outcome(True, time.perf_counter() - t0, _as_wcs(result.wcs))
+        return Outcome(False, time.perf_counter() - t0, time.process_time() - cpu0)
+    return Outcome(True, time.perf_counter() - t0, time.process_time() - cpu0, wcs=_as_wcs(result.wcs))
 
 
 def field_error_pix(truth, wcs, shape, grid=(33, 25)):
@@ -305,13 +328,17 @@ def summarise(name, rows):
     good = [r for r in solved if r["max"] <= GOOD_PIX]
     wrong = [r for r in solved if r["max"] > WRONG_PIX] + [r for r in noise if r["solved"]]
     times = [r["seconds"] for r in sky]
+    cpu = statistics.median(r["cpu"] for r in sky)
+    engine = statistics.median(r["engine"] for r in sky)
     line = (f"{name:<34s} solved {len(solved):3d}/{len(sky):<3d} within {GOOD_PIX} pix {len(good):3d}  "
-            f"wrong {len(wrong)}  time median {statistics.median(times):6.2f} s max {max(times):6.2f} s")
+            f"wrong {len(wrong)}  time median {statistics.median(times):6.2f} s max {max(times):6.2f} s, "
+            f"CPU median {cpu:.2f} s" + (f", engine median {engine:.2f} s" if math.isfinite(engine) else ""))
     if solved:
         line += (f"  error median {statistics.median(r['median'] for r in solved):.3f} pix, "
                  f"max over frames {max(r['max'] for r in solved):.3f} pix")
     if noise:
-        line += f"  noise frames: time median {statistics.median(r['seconds'] for r in noise):.2f} s"
+        line += (f"  noise frames: time median {statistics.median(r['seconds'] for r in noise):.2f} s, "
+                 f"CPU median {statistics.median(r['cpu'] for r in noise):.2f} s")
     return line
 
 
@@ -366,15 +393,18 @@ def main(argv=None):
         for name, solve in solvers.items():
             out = solve(frame)
             row = {"truth": frame.truth is not None, "solved": out.solved, "seconds": out.seconds,
+                   "cpu": out.cpu_seconds, "engine": out.engine_seconds,
                    "median": math.nan, "max": math.nan}
             if out.solved and frame.truth is not None:
                 row["median"], row["max"] = field_error_pix(frame.truth, out.wcs, frame.image.shape)
             rows[name].append(row)
             error = f"{row['median']:6.3f}/{row['max']:<7.3f}" if out.solved and row["truth"] else " " * 14
-            cells.append(f"{'ok' if out.solved else '--'} {out.seconds:5.2f}s {error}")
+            cells.append(f"{'ok' if out.solved else '--'} {out.seconds:5.2f} {out.cpu_seconds:5.2f} "
+                         f"{out.engine_seconds:4.2f} {error}")
         print(f"{frame.name}  {' | '.join(cells)}  {frame.note}", flush=True)
         os.remove(frame.path)  # 33 MB each; frames are cheap to remake and never reused
-    print("columns: " + " | ".join(solvers) + " (solved, wall time, error median/max pix)")
+    print("columns: " + " | ".join(solvers) + " (solved; wall, CPU and engine-only time, s; "
+          "error median/max, pix)")
     for name, table in rows.items():
         print(summarise(name, table))
     return 0
