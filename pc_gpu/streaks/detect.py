@@ -10,7 +10,8 @@ import numpy as np
 from ..kernels.streak_core import SEED_LEVEL, streak_kernels
 from .candidates import _clean_cells, _line_sums, _seed_geometry, _seed_slopes, _star_radii, _upsample
 from .refine import _Ctx, _refine
-from .table import _merge_collinear, _point_segment_distance, _rides_on, _same_streak, _table, empty_streak_table
+from .table import (_merge_collinear, _point_segment_distance, _rides_on, _same_streak, _table,
+                    empty_streak_table, reach_fwhm)
 
 __all__ = ["StreakParams", "StreakResult", "detect_streaks", "warm_up", "kernel_target"]
 
@@ -147,6 +148,23 @@ def warm_up(backend):
                    np.array([1e4]), exptime_s=20.0, backend=backend)
 
 
+def _seeds_near(X0, Y0, X1, Y1, s, reach, margin):
+    """Seed segments that come within `reach` pix of streak `s`'s line (crossing it included)
+    where it lies within `margin` pix of the streak's extent: a bright streak's blocks make
+    seeds of every line through or beside it."""
+    L = max(s["length_pix"], 1e-9)
+    ux, uy = (s["x1"] - s["x0"]) / L, (s["y1"] - s["y0"]) / L
+    sd0 = -(X0 - s["x0"]) * uy + (Y0 - s["y0"]) * ux
+    sd1 = -(X1 - s["x0"]) * uy + (Y1 - s["y0"]) * ux
+    t0 = (X0 - s["x0"]) * ux + (Y0 - s["y0"]) * uy
+    t1 = (X1 - s["x0"]) * ux + (Y1 - s["y0"]) * uy
+    cross = sd0 * sd1 <= 0
+    den = np.where(cross & (sd0 != sd1), sd0 - sd1, 1.0)
+    t_near = np.where(cross, t0 + (t1 - t0) * sd0 / den, np.where(np.abs(sd0) < np.abs(sd1), t0, t1))
+    d_near = np.where(cross, 0.0, np.minimum(np.abs(sd0), np.abs(sd1)))
+    return (d_near < reach) & (t_near > -margin) & (t_near < L + margin)
+
+
 def _detect(image, bad_mask, star_x, star_y, star_flux_adu, exptime_s, be, wcs, p, clock):
     xp = be.xp
     kern = streak_kernels(kernel_target(be))
@@ -247,8 +265,7 @@ def _detect(image, bad_mask, star_x, star_y, star_flux_adu, exptime_s, be, wcs, 
                 accepted = [q for q in accepted if not any(q is r for r in same)]
         if s is not None:
             accepted.append(s)
-            dist, perp, t, L = _point_segment_distance(MX, MY, s["x0"], s["y0"], s["x1"], s["y1"])
-            alive &= ~((perp < 12.0 + s["width_fwhm_pix"]) & (t > -seed_len) & (t < L + seed_len))
+            alive &= ~_seeds_near(X0, Y0, X1, Y1, s, 12.0 + reach_fwhm(s["width_fwhm_pix"]), seed_len)
         # the seed itself and its neighbours along its own segment are done
         dist, _, _, _ = _point_segment_distance(MX, MY, X0[i], Y0[i], X1[i], Y1[i])
         alive &= dist > 2.0 * b

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ends import _END_WINDOW, _ends
+from .ends import _END_WINDOW, EDGE_LOGLIK, _ends, edge_loglik, line_extent, snap_to_edges
+from .measure import FWHM_PER_SIGMA, fit_profile
+from .table import MEASURED
 
 @dataclass
 class _Ctx:
@@ -28,21 +30,24 @@ class _Ctx:
     params: object  # StreakParams
 
 
-def _gather_band(ctx, horizontal, slope, icpt, a0=0, a1=None, valid=None):
+def _gather_band(ctx, horizontal, slope, icpt, a0=0, a1=None, valid=None, raw_adu=False, half_width=None):
     """Band values (na, 2k+1) and distances over major coordinates a0..a1 (default: the whole
     major axis of the frame); `valid`: the usable blocks (default `ctx.valid`, stars' blocks
-    masked)."""
+    masked). Values are above the background map in pixel-noise units, or the image's own
+    values (ADU) with `raw_adu` (the cell background under a streak is raised by the streak
+    itself); `half_width`: k (default `band_half_width_pix`)."""
     xp = ctx.xp
     if a1 is None:
         a1 = (ctx.nx if horizontal else ctx.ny) - 1
     na = a1 - a0 + 1
-    kk = ctx.params.band_half_width_pix
+    kk = ctx.params.band_half_width_pix if half_width is None else int(half_width)
     cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
     v = xp.empty((2 * kk + 1, na), dtype=xp.float32)
     d = xp.empty((2 * kk + 1, na), dtype=xp.float32)
-    ctx.kern.band(ctx.img, ctx.bad, ctx.valid if valid is None else valid, ctx.bkg, ctx.sig,
-                  ctx.b, int(a0), float(slope), float(icpt), float(cosphi), bool(horizontal), kk,
-                  v, d)
+    bkg, sig = (xp.zeros_like(ctx.bkg), xp.full(ctx.sig.shape, 1.0 / ctx.b, dtype=xp.float32)) if raw_adu \
+        else (ctx.bkg, ctx.sig)
+    ctx.kern.band(ctx.img, ctx.bad, ctx.valid if valid is None else valid, bkg, sig, ctx.b, int(a0),
+                  float(slope), float(icpt), float(cosphi), bool(horizontal), kk, v, d)
     return ctx.to_host(v).T.astype(np.float64), ctx.to_host(d).T.astype(np.float64)
 
 
@@ -257,17 +262,12 @@ def _refine(ctx, x0, y0, x1, y1):
     npos = int(np.sum(fseg > 0))
     sign_snr = (npos - 0.5 * n) / math.sqrt(0.25 * n)
     snr = float(swv[a:bb + 1][sel].sum() / math.sqrt(sw2[a:bb + 1][sel].sum()))
-    amp = float(swv[a:bb + 1][sel].sum() / sw2[a:bb + 1][sel].sum())
     cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
     if (bb - a) / cosphi < p.min_length_pix or snr_clip < p.min_snr or sign_snr < p.min_sign_snr:
         return None
     na = ctx.nx if horizontal else ctx.ny
     minor_lim = ctx.ny if horizontal else ctx.nx
-    # the part of the line inside the frame, [-0.5, n - 0.5] on both axes
-    m_lo, m_hi = -0.5, na - 0.5
-    if slope != 0.0:
-        q0, q1 = sorted(((-0.5 - icpt) / slope, (minor_lim - 0.5 - icpt) / slope))
-        m_lo, m_hi = max(m_lo, q0), min(m_hi, q1)
+    m_lo, m_hi = line_extent(icpt, slope, (na, minor_lim))[:2]
     span = (max(int(math.ceil(m_lo)), 0), min(int(math.floor(m_hi)), na - 1))
     # the ends from the same line with stars masked by their pixels only (their blocks would
     # hide up to a block more of a streak ending near one), gathered again around each end
@@ -278,28 +278,43 @@ def _refine(ctx, x0, y0, x1, y1):
         _, _, swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _column_signal(vf - sky, df, sigma)
     e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
     e0, e1 = max(e0, m_lo), min(e1, m_hi)
+    fit = _measure(ctx, horizontal, slope, icpt, e0, e1, sigma)
+    # an end within the streak's width of the frame edge it runs into is on that edge, and so
+    # is one where the data allow the streak to run on to that edge (masked pixels included)
+    tol = (fit.fwhm if fit is not None else FWHM_PER_SIGMA * sigma) + 1.0
+    lr = edge_loglik(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
+    e0, e1, edge = snap_to_edges(e0, e1, icpt, slope, (na, minor_lim), tol,
+                                 (lr[0] < EDGE_LOGLIK, lr[1] < EDGE_LOGLIK))
     if horizontal:
         ex0, ex1 = e0, e1
         ey0, ey1 = icpt + slope * ex0, icpt + slope * ex1
     else:
         ey0, ey1 = e0, e1
         ex0, ex1 = icpt + slope * ey0, icpt + slope * ey1
-    length = math.hypot(ex1 - ex0, ey1 - ey0)
-    edge = 0
-    for m_, mn in ((e0, icpt + slope * e0), (e1, icpt + slope * e1)):
-        if m_ <= 1 or m_ >= na - 2 or mn <= 1.5 or mn >= minor_lim - 2.5:
-            edge += 1
-    # flux per pixel of length: box sums across the streak (|d| <= 3 sigma + 1.5) of the
-    # columns whose box is complete, times cos(phi) (a column crosses 1/cos(phi) of length)
-    inbox = np.abs(d[a:bb + 1]) <= 3 * sigma + 1.5
-    vals = v[a:bb + 1]
-    complete = ~np.any(inbox & ~np.isfinite(vals), axis=1)
-    if complete.sum() >= 3:
-        colsum = np.sum(np.where(inbox, np.nan_to_num(vals), 0.0), axis=1)[complete]
-        flux = float(np.mean(colsum)) * cosphi * ctx.sigma_pix / ctx.exptime_s
+    out = {"x0": ex0, "y0": ey0, "x1": ex1, "y1": ey1, "length_pix": math.hypot(ex1 - ex0, ey1 - ey0),
+           "snr": snr, "n_ends_at_edge": edge}
+    if fit is not None:
+        t = ctx.exptime_s
+        out.update(width_fwhm_pix=fit.fwhm, width_fwhm_err_pix=fit.fwhm_err,
+                   flux_adu_per_s_per_pix=fit.flux / t, flux_err_adu_per_s_per_pix=fit.flux_err / t,
+                   sb_adu_per_s_per_pix2=fit.flux / t / fit.fwhm)
     else:
-        flux = amp * math.sqrt(2 * math.pi) * sigma * ctx.sigma_pix / ctx.exptime_s
-    fwhm = 2.3548 * sigma
-    return {"x0": ex0, "y0": ey0, "x1": ex1, "y1": ey1, "length_pix": length,
-            "width_fwhm_pix": fwhm, "flux_adu_per_s_per_pix": flux,
-            "sb_adu_per_s_per_pix2": flux / fwhm, "snr": snr, "n_ends_at_edge": edge}
+        for k in MEASURED:
+            out[k] = math.nan
+    return out
+
+
+def _measure(ctx, horizontal, slope, icpt, e0, e1, sigma):
+    """Profile fit (`measure.fit_profile`, ADU) across the streak between its ends (major
+    coordinates e0, e1), leaving out where it fades at each end; None when it fails."""
+    cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
+    margin = int(math.ceil((3.0 * sigma + 1.0) * cosphi))
+    a0, a1 = int(math.ceil(e0)), int(math.floor(e1))
+    if a1 - a0 > 2 * margin + 10:
+        a0, a1 = a0 + margin, a1 - margin
+    if a1 - a0 < 3:
+        return None
+    kk = max(ctx.params.band_half_width_pix, int(math.ceil((4.0 * sigma + 6.0) / cosphi)))
+    v, d = _gather_band(ctx, horizontal, slope, icpt, a0, a1, valid=ctx.usable, raw_adu=True,
+                        half_width=kk)
+    return fit_profile(v, d, slope=slope, sigma0=sigma)

@@ -10,16 +10,30 @@ __all__ = ["STREAK_DTYPE", "empty_streak_table", "stars_on_streaks", "clip_segme
 STREAK_DTYPE = np.dtype([
     ("x0", "f8"), ("y0", "f8"), ("x1", "f8"), ("y1", "f8"),
     ("ra0", "f8"), ("dec0", "f8"), ("ra1", "f8"), ("dec1", "f8"),
-    ("length_pix", "f8"), ("width_fwhm_pix", "f8"), ("angle_pix_deg", "f8"), ("pa_deg", "f8"),
-    ("flux_adu_per_s_per_pix", "f8"), ("sb_adu_per_s_per_pix2", "f8"), ("snr", "f8"),
-    ("n_ends_at_edge", "i2"),
+    ("length_pix", "f8"), ("width_fwhm_pix", "f8"), ("width_fwhm_err_pix", "f8"),
+    ("angle_pix_deg", "f8"), ("pa_deg", "f8"),
+    ("flux_adu_per_s_per_pix", "f8"), ("flux_err_adu_per_s_per_pix", "f8"),
+    ("sb_adu_per_s_per_pix2", "f8"), ("snr", "f8"), ("n_ends_at_edge", "i2"),
 ])
-"""STREAKS table columns: endpoints (pixels, 0-indexed; where a streak leaves the frame, the
-point where it does), endpoints' RA/Dec (deg), length (pix), width (FWHM across, pix), angle
-of x0,y0 -> x1,y1 from the +x axis counter-clockwise in [0, 180) (deg, pixel frame), position
-angle east of north in [0, 180) (deg), flux per pixel of length integrated across the streak
-(ADU/s/pix; box sums across it), mean surface brightness = that flux / FWHM (ADU/s/pix^2), matched-filter SNR of
-the whole detected segment, and how many ends lie on the frame edge (0-2)."""
+"""STREAKS table columns: endpoints (pixels, 0-indexed; an end within the streak's width of
+the frame edge is reported where the fitted line crosses the frame boundary, at -0.5 or
+n - 0.5), endpoints' RA/Dec (deg), length (pix), width (FWHM across, measured from the
+streak's own profile, and its error, pix), angle of x0,y0 -> x1,y1 from the +x axis
+counter-clockwise in [0, 180) (deg, pixel frame), position angle east of north in [0, 180)
+(deg), flux per pixel of length integrated across the streak (ADU/s/pix; the profile fit,
+above the band's own background) and its error, mean surface brightness = that flux / FWHM
+(ADU/s/pix^2), matched-filter SNR of the whole detected segment, and how many ends lie on the
+frame edge (0-2). The measured columns are NaN where the profile fit failed."""
+
+MEASURED = ("width_fwhm_pix", "width_fwhm_err_pix", "flux_adu_per_s_per_pix",
+            "flux_err_adu_per_s_per_pix", "sb_adu_per_s_per_pix2")
+
+_FALLBACK_FWHM = 2.5  # pix: the reach of a streak whose width could not be measured
+
+
+def reach_fwhm(width):
+    """A streak's FWHM for geometry (flags, overlaps): the measured one, or 2.5 pix."""
+    return width if np.isfinite(width) else _FALLBACK_FWHM
 
 
 def empty_streak_table():
@@ -62,7 +76,22 @@ def _rides_on(s, q):
         return False
     mx, my = 0.5 * (s["x0"] + s["x1"]), 0.5 * (s["y0"] + s["y1"])
     dist = _point_segment_distance(np.array([mx]), np.array([my]), q["x0"], q["y0"], q["x1"], q["y1"])[0]
-    return dist[0] < 4.0 + q["width_fwhm_pix"]
+    return dist[0] < 4.0 + reach_fwhm(q["width_fwhm_pix"])
+
+
+def _merge_measurements(new, pieces, weights):
+    """Length-weighted means of the pieces' measured columns (and their errors), over the
+    pieces where they are finite."""
+    for key, err in (("width_fwhm_pix", "width_fwhm_err_pix"),
+                     ("flux_adu_per_s_per_pix", "flux_err_adu_per_s_per_pix"), ("sb_adu_per_s_per_pix2", None)):
+        vals = np.array([p[key] for p in pieces])
+        w = np.where(np.isfinite(vals), weights, 0.0)
+        if w.sum() == 0:
+            continue
+        new[key] = float(np.sum(w * np.nan_to_num(vals)) / w.sum())
+        if err is not None:
+            errs = np.nan_to_num(np.array([p[err] for p in pieces]))
+            new[err] = float(math.sqrt(np.sum((w * errs) ** 2)) / w.sum())
 
 
 def _merge_collinear(streaks, max_gap_pix=200.0):
@@ -93,8 +122,7 @@ def _merge_collinear(streaks, max_gap_pix=200.0):
                            y1=q["y0"] + hi * uy, length_pix=hi - lo,
                            snr=math.hypot(s["snr"], q["snr"]),
                            n_ends_at_edge=min(2, s["n_ends_at_edge"] + q["n_ends_at_edge"]))
-                for key in ("width_fwhm_pix", "flux_adu_per_s_per_pix", "sb_adu_per_s_per_pix2"):
-                    new[key] = (w_s * s[key] + w_q * q[key]) / (w_s + w_q)
+                _merge_measurements(new, (s, q), (w_s, w_q))
                 streaks[i] = new
                 del streaks[j]
                 merged = True
@@ -134,7 +162,7 @@ def stars_on_streaks(x, y, table, *, radius_pix=8.0):
         if not (r["length_pix"] > 0):
             continue
         dist, _, _, _ = _point_segment_distance(x, y, r["x0"], r["y0"], r["x1"], r["y1"])
-        flag |= dist < radius_pix + r["width_fwhm_pix"]
+        flag |= dist < radius_pix + reach_fwhm(r["width_fwhm_pix"])
     return flag
 
 
