@@ -1,15 +1,14 @@
 """A streak's width and brightness from its own profile across it.
 
-The pixels of the band around the fitted line (the image's values, ADU, and signed distances
-from the line, pix) are binned by distance; each bin gets a clipped mean and its error from
-its own scatter. The binned profile is fitted with
+The pixels of the band around the fitted line (values above the background map, ADU, and
+signed distances from the line, pix) are binned by distance; each bin gets a clipped mean and
+its error from its own scatter. The binned profile is fitted with
 
     m(d) = c + g d + F * mean_k N(d - delta + u_k; s),   s^2 = sigma^2 + bin^2 / 12
 
 where N is the unit-area Gaussian, c + g d the band's own background (mean over the columns,
-with its gradient across the band), F the flux per pixel of length, delta a small offset of
-the line (fitted per part of the streak, e.g. its two halves, so that the fit also corrects
-the line's angle), and u_k the offsets of sub-pixel samples of a
+with its gradient across the band), F the flux per pixel
+of length, delta a small offset of the line, and u_k the offsets of sub-pixel samples of a
 pixel projected across the line (a pixel integrates the profile over its area: for a line at
 angle phi, the footprint across it is the sum of two uniforms of widths cos(phi) and
 sin(phi)). The streak's FWHM is 2.3548 sigma. Errors come from the fit's covariance, scaled
@@ -35,14 +34,14 @@ _SUB = 8  # sub-pixel samples per pixel side for the footprint
 @dataclass(frozen=True)
 class ProfileFit:
     """Fitted profile across a streak: `flux` per pixel of length (the values' units times
-    pix) and its error, `sigma` (pix) and its error, `offsets` of the line from the one given
-    in each part (pix, along +d), and the `background` level on the line (values' units)."""
+    pix) and its error, `sigma` (pix) and its error, `offset` of the line (pix) and
+    `background` on it (values' units)."""
 
     flux: float
     flux_err: float
     sigma: float
     sigma_err: float
-    offsets: tuple
+    offset: float
     background: float
 
     @property
@@ -64,17 +63,18 @@ def _footprint(slope):
     return (cosphi * a + abs(slope) * cosphi * b).ravel()
 
 
-def _binned(v, d, part):
-    """Clipped mean, its error, mean distance and part of the values in each (part, distance
-    bin)."""
+def _binned(v, d):
+    """Clipped mean, its error, and mean distance of the values in each distance bin."""
     ok = np.isfinite(v) & np.isfinite(d)
-    v, d, part = v[ok], d[ok], part[ok]
-    key = part * 100000 + np.rint(d / _BIN).astype(np.int64)
-    order = np.argsort(key, kind="stable")
-    key, v, d, part = key[order], v[order], d[order], part[order]
-    cuts = np.flatnonzero(np.diff(key)) + 1
-    rows = []
-    for vb, db, pb in zip(np.split(v, cuts), np.split(d, cuts), np.split(part, cuts)):
+    v, d = v[ok], d[ok]
+    if v.size == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    idx = np.rint(d / _BIN).astype(np.int64)
+    order = np.argsort(idx, kind="stable")
+    idx, v, d = idx[order], v[order], d[order]
+    cuts = np.flatnonzero(np.diff(idx)) + 1
+    centres, means, errs = [], [], []
+    for vb, db in zip(np.split(v, cuts), np.split(d, cuts)):
         if vb.size < 5:
             continue
         med = np.median(vb)
@@ -83,22 +83,21 @@ def _binned(v, d, part):
         n = int(keep.sum())
         if n < 5:
             continue
-        rows.append((float(np.mean(db[keep])), float(np.mean(vb[keep])),
-                     float(np.std(vb[keep], ddof=1) / math.sqrt(n)), int(pb[0])))
-    out = np.array(rows, dtype=np.float64).reshape(-1, 4)
-    return out[:, 0], out[:, 1], out[:, 2], out[:, 3].astype(np.int64)
+        means.append(float(np.mean(vb[keep])))
+        errs.append(float(np.std(vb[keep], ddof=1) / math.sqrt(n)))
+        centres.append(float(np.mean(db[keep])))
+    return np.array(centres), np.array(means), np.array(errs)
 
 
-def _model(params, d, part, u):
-    c, g, flux, sigma = params[:4]
-    delta = params[4:][part]
+def _model(params, d, u):
+    c, g, flux, delta, sigma = params
     s = math.sqrt(sigma * sigma + _BIN * _BIN / 12.0)
-    x = (d - delta)[:, None] + u[None, :]
+    x = d[:, None] - delta + u[None, :]
     prof = np.exp(-0.5 * (x / s) ** 2).mean(axis=1) / (math.sqrt(2.0 * math.pi) * s)
     return c + g * d + flux * prof
 
 
-def fit_profile(v, d, *, slope, sigma0, part=None):
+def fit_profile(v, d, *, slope, sigma0):
     """Fit the profile across a streak.
 
     Parameters
@@ -111,9 +110,6 @@ def fit_profile(v, d, *, slope, sigma0, part=None):
         The line's slope (minor pixels per major pixel): sets the pixel footprint.
     sigma0 : float
         Starting Gaussian sigma (pix).
-    part : int array, optional
-        Pieces of the streak (0, 1, ...; same shape as v) that get their own offset of the
-        line (the background, width and flux are shared).
 
     Returns
     -------
@@ -122,24 +118,21 @@ def fit_profile(v, d, *, slope, sigma0, part=None):
     """
     from scipy.optimize import least_squares
 
-    v = np.asarray(v, np.float64).ravel()
-    part = np.zeros(v.size, np.int64) if part is None else np.asarray(part, np.int64).ravel()
-    nparts = int(part.max()) + 1 if part.size else 1
-    centres, means, errs, bpart = _binned(v, np.asarray(d, np.float64).ravel(), part)
+    centres, means, errs = _binned(np.asarray(v, np.float64).ravel(), np.asarray(d, np.float64).ravel())
     good = errs > 0
-    centres, means, errs, bpart = centres[good], means[good], errs[good], bpart[good]
-    if centres.size < 8 + 4 * nparts or np.bincount(bpart, minlength=nparts).min() < 6:
+    centres, means, errs = centres[good], means[good], errs[good]
+    if centres.size < 12:
         return None
     u = _footprint(slope)
     wings = np.abs(centres) > 3.0 * sigma0 + 2.0
     c0 = float(np.median(means[wings])) if wings.sum() >= 3 else 0.0
-    f0 = float(np.sum(means - c0) * _BIN) / nparts
-    start = np.array([c0, 0.0, max(f0, 1e-6), max(sigma0, 0.5)] + [0.0] * nparts)
-    lower = [-np.inf, -np.inf, 0.0, 0.2] + [-3.0] * nparts
-    upper = [np.inf, np.inf, np.inf, 10.0] + [3.0] * nparts
+    f0 = float(np.sum(means - c0) * _BIN)
+    start = np.array([c0, 0.0, max(f0, 1e-6), 0.0, max(sigma0, 0.5)])
+    lower = [-np.inf, -np.inf, 0.0, -3.0, 0.2]
+    upper = [np.inf, np.inf, np.inf, 3.0, 10.0]
 
     def resid(p):
-        return (_model(p, centres, bpart, u) - means) / errs
+        return (_model(p, centres, u) - means) / errs
 
     try:
         res = least_squares(resid, np.clip(start, np.add(lower, 1e-9), np.subtract(upper, 1e-9)),
@@ -149,7 +142,7 @@ def fit_profile(v, d, *, slope, sigma0, part=None):
         return None
     if not res.success:
         return None
-    dof = max(centres.size - res.x.size, 1)
+    dof = max(centres.size - 5, 1)
     chi2 = float(np.sum(res.fun ** 2)) / dof
     jac = res.jac
     try:
@@ -157,6 +150,6 @@ def fit_profile(v, d, *, slope, sigma0, part=None):
     except np.linalg.LinAlgError:
         return None
     err = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    x = [float(q) for q in res.x]
-    return ProfileFit(flux=x[2], flux_err=float(err[2]), sigma=x[3], sigma_err=float(err[3]),
-                      offsets=tuple(x[4:]), background=x[0])
+    c, _, flux, delta, sigma = (float(x) for x in res.x)
+    return ProfileFit(flux=flux, flux_err=float(err[2]), sigma=sigma, sigma_err=float(err[4]),
+                      offset=delta, background=c)

@@ -278,7 +278,7 @@ def _refine(ctx, x0, y0, x1, y1):
         _, _, swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _column_signal(vf - sky, df, sigma)
     e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
     e0, e1 = max(e0, m_lo), min(e1, m_hi)
-    fit, icpt, slope = _measure(ctx, horizontal, slope, icpt, e0, e1, sigma)
+    fit = _measure(ctx, horizontal, slope, icpt, e0, e1, sigma)
     # an end within the streak's width of the frame edge it runs into is on that edge, and so
     # is one where the data allow the streak to run on to that edge (masked pixels included)
     tol = (fit.fwhm if fit is not None else FWHM_PER_SIGMA * sigma) + 1.0
@@ -306,25 +306,15 @@ def _refine(ctx, x0, y0, x1, y1):
 
 def _measure(ctx, horizontal, slope, icpt, e0, e1, sigma):
     """Profile fit (`measure.fit_profile`, ADU) across the streak between its ends (major
-    coordinates e0, e1), leaving out where it fades at each end, with an offset of the line
-    per half; returns (fit or None when it fails, the line's corrected icpt and slope)."""
+    coordinates e0, e1), leaving out where it fades at each end; None when it fails."""
     cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
     margin = int(math.ceil((3.0 * sigma + 1.0) * cosphi))
     a0, a1 = int(math.ceil(e0)), int(math.floor(e1))
     if a1 - a0 > 2 * margin + 10:
         a0, a1 = a0 + margin, a1 - margin
     if a1 - a0 < 3:
-        return None, icpt, slope
+        return None
     kk = max(ctx.params.band_half_width_pix, int(math.ceil((4.0 * sigma + 6.0) / cosphi)))
     v, d = _gather_band(ctx, horizontal, slope, icpt, a0, a1, valid=ctx.usable, raw_adu=True,
                         half_width=kk)
-    half = (a1 - a0 + 1) // 2
-    part = np.broadcast_to((np.arange(a0, a1 + 1) >= a0 + half)[:, None], v.shape).astype(np.int64)
-    fit = fit_profile(v, d, slope=slope, sigma0=sigma, part=part)
-    if fit is None:
-        return None, icpt, slope
-    # the line through the two halves' fitted centres (perpendicular offsets at their middles)
-    m0, m1 = a0 + 0.5 * (half - 1), a0 + half + 0.5 * (a1 - a0 - half)
-    dslope = (fit.offsets[1] - fit.offsets[0]) / (m1 - m0)
-    off = fit.offsets[0] - dslope * m0
-    return fit, icpt + off / cosphi, slope + dslope / cosphi
+    return fit_profile(v, d, slope=slope, sigma0=sigma)
