@@ -242,7 +242,7 @@ def _detect(image, bad_mask, star_x, star_y, star_flux_adu, exptime_s, be, wcs, 
 
     ctx = _Ctx(img=img, bad=bad, valid=valid_u8, usable=usable.astype(xp.uint8), bkg=bkg_b,
                sig=sig_b, b=b, ny=ny, nx=nx, kern=kern, to_host=be.to_host, xp=xp,
-               sigma_pix=sigma_pix, exptime_s=float(exptime_s), params=p)
+               exptime_s=float(exptime_s), params=p)
     accepted = []
     n_cand = 0
     seed_len = ((1 << SEED_LEVEL) - 1) * b

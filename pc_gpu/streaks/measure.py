@@ -1,14 +1,14 @@
 """A streak's width and brightness from its own profile across it.
 
-The pixels of the band around the fitted line (values above the background map, ADU, and
-signed distances from the line, pix) are binned by distance; each bin gets a clipped mean and
-its error from its own scatter. The binned profile is fitted with
+The pixels of the band around the fitted line (the image's values, ADU, and signed distances
+from the line, pix) are binned by distance; each bin gets a clipped mean and its error from
+its own scatter. The binned profile is fitted with
 
     m(d) = c + g d + F * mean_k N(d - delta + u_k; s),   s^2 = sigma^2 + bin^2 / 12
 
 where N is the unit-area Gaussian, c + g d the band's own background (mean over the columns,
-with its gradient across the band), F the flux per pixel
-of length, delta a small offset of the line, and u_k the offsets of sub-pixel samples of a
+with its gradient across the band), F the flux per pixel of length, delta a small offset of
+the line, and u_k the offsets of sub-pixel samples of a
 pixel projected across the line (a pixel integrates the profile over its area: for a line at
 angle phi, the footprint across it is the sum of two uniforms of widths cos(phi) and
 sin(phi)). The streak's FWHM is 2.3548 sigma. Errors come from the fit's covariance, scaled

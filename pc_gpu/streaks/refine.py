@@ -11,6 +11,7 @@ from .ends import _END_WINDOW, EDGE_LOGLIK, _ends, edge_loglik, line_extent, sna
 from .measure import FWHM_PER_SIGMA, fit_profile
 from .table import MEASURED
 
+
 @dataclass
 class _Ctx:
     img: object
@@ -25,12 +26,12 @@ class _Ctx:
     kern: object
     to_host: object
     xp: object
-    sigma_pix: float
     exptime_s: float
     params: object  # StreakParams
 
 
-def _gather_band(ctx, horizontal, slope, icpt, a0=0, a1=None, valid=None, raw_adu=False, half_width=None):
+def _gather_band(ctx, horizontal, slope, icpt, a0=0, a1=None, valid=None, raw_adu=False,
+                 half_width=None):
     """Band values (na, 2k+1) and distances over major coordinates a0..a1 (default: the whole
     major axis of the frame); `valid`: the usable blocks (default `ctx.valid`, stars' blocks
     masked). Values are above the background map in pixel-noise units, or the image's own
