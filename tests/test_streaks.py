@@ -224,7 +224,9 @@ def test_recall_endpoints_and_angles(recall_runs):
                 truth = math.degrees(math.atan2(s[3] - s[1], s[2] - s[0])) % 180
                 ang_err.append(abs((d["angle_pix_deg"] - truth + 90) % 180 - 90))
             assert np.isfinite([d["ra0"], d["dec0"], d["ra1"], d["dec1"], d["pa_deg"]]).all()
-            assert d["snr"] > 7 and d["width_fwhm_pix"] == pytest.approx(2.3548 * s[4], rel=0.25)
+            # SNR100 10-30: the width to ~5-20%, within 4 of its error bars
+            assert d["snr"] > 7 and 0 < d["width_fwhm_err_pix"] < 0.3 * d["width_fwhm_pix"]
+            assert abs(d["width_fwhm_pix"] - 2.3548 * s[4]) < 4 * d["width_fwhm_err_pix"], (d, s)
             if not fr.truth_header[[h["name"] for h in fr.truth_header].index("DOME")]["value"]:
                 flux_ratio.append(d["flux_adu_per_s_per_pix"] / s[5])
     print("flux ratios", np.round(flux_ratio, 2), "endpoint errors", np.round(end_err, 1),
