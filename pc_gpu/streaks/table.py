@@ -16,8 +16,8 @@ STREAK_DTYPE = np.dtype([
     ("sb_adu_per_s_per_pix2", "f8"), ("snr", "f8"), ("n_ends_at_edge", "i2"),
 ])
 """STREAKS table columns: endpoints (pixels, 0-indexed; an end within the streak's width of
-the frame edge is reported where the fitted line crosses the frame boundary, at -0.5 or
-n - 0.5), endpoints' RA/Dec (deg), length (pix), width (FWHM across, measured from the
+the frame edge, or one the data allow to run on to that edge, is reported where the fitted
+line crosses the frame boundary, at -0.5 or n - 0.5), endpoints' RA/Dec (deg), length (pix), width (FWHM across, measured from the
 streak's own profile, and its error, pix), angle of x0,y0 -> x1,y1 from the +x axis
 counter-clockwise in [0, 180) (deg, pixel frame), position angle east of north in [0, 180)
 (deg), flux per pixel of length integrated across the streak (ADU/s/pix; the profile fit,
