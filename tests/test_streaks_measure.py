@@ -1,12 +1,8 @@
 """Streak measurements (issue 13): the profile fit across a streak (width and brightness per
-pixel of length, with calibrated errors), ends on the frame edge at the boundary crossing, and
-the same table from the CPU and the CUDA-simulator kernels."""
+pixel of length, with calibrated errors) and ends on the frame edge at the boundary crossing.
+(The whole detector on CPU and CUDA-simulator kernels: benchmarks/check_streaks_cudasim.py.)"""
 
 import math
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
