@@ -1,5 +1,6 @@
-"""Streak detection benchmark: recall over a grid of injected streaks, false detections on clean
-frames, time per frame on the CPU backend, and acstools' `findsat_mrt` on the same frames.
+"""Streak detection benchmark: recall over a grid of injected streaks, ends (in the frame and on
+its edge), measured widths and brightness against the truth, false detections on clean frames,
+time per frame on the CPU backend, and acstools' `findsat_mrt` on the same frames.
 
     python benchmarks/bench_streaks.py [--clean 100] [--grid-repeats 4] [--acstools N]
 
@@ -10,7 +11,10 @@ clean frames have dome vignetting. Streak SNR is the matched-filter (optimal) SN
 ``SNR100 = F t sqrt(100) / sqrt(var_pix 2 sqrt(pi) sigma)`` with F the flux per pixel of length
 (ADU/s), t the exposure, sigma the streak's Gaussian width and var_pix the sky + dark + read
 variance (ADU^2). Matching: `pc_gpu.streaks.match_streaks` (angle within 2 deg, midpoint within
-5 pix of the truth line, covering half of its in-frame part).
+5 pix of the truth line, covering half of its in-frame part). Streak widths: FWHM uniform in
+1.5-4 pix. Truth per streak from the simulator (`pc_gpu.sim.streaks`): FWHM, flux per pixel of
+length, and the in-frame part's ends (the true end, or where the streak crosses the frame
+boundary, at -0.5 or n - 0.5).
 """
 
 import argparse
@@ -78,7 +82,7 @@ def grid_streaks(rng, lengths, snrs, repeats, bright_xy):
         for s in snrs:
             for r in range(repeats):
                 ang = rng.uniform(0, np.pi)
-                sigma = rng.uniform(0.9, 1.4)
+                sigma = rng.uniform(1.5, 4.0) / 2.3548  # FWHM 1.5-4 pix
                 kind = r % 4  # 0 inside, 1 leaving the frame, 2 across a bright star, 3 inside
                 if kind == 1 or L >= 3000:
                     cx, cy = rng.uniform(0, nx), rng.uniform(0, ny)
@@ -143,7 +147,8 @@ def main(argv=None):
     import numba
 
     print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
-          f"{platform.machine()} {os.cpu_count()} cpus, numba threads {numba.get_num_threads()}")
+          f"{platform.machine()} {os.cpu_count()} cpus, numba threads {numba.get_num_threads()}, "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     work = args.workdir or tempfile.mkdtemp(prefix="bench_streaks_")
     gaia = os.path.join(work, "gaia")
     if not os.path.exists(gaia):
@@ -169,6 +174,8 @@ def main(argv=None):
     frames = pack_frames(rows, rng)
     found = np.zeros(len(rows), bool)
     end_err, end_snr, ang_err, ang_snr, times = [], [], [], [], []
+    edge_err, edge_snr, edge_count_ok = [], [], []
+    meas = []  # SNR100, true FWHM, FWHM, its error, true flux, flux, its error
     acs_found, acs_total, acs_times, acs_error = 0, 0, [], None
     n_false_grid = 0
     for fi, idx in enumerate(frames):
@@ -192,6 +199,14 @@ def main(argv=None):
                 if 0 <= ex <= CAM.nx - 1 and 0 <= ey <= CAM.ny - 1:
                     end_snr.append(rows[i, 7])
                     end_err.append(min(math.hypot(d["x0"] - ex, d["y0"] - ey), math.hypot(d["x1"] - ex, d["y1"] - ey)))
+            t = fr.streaks[idx.index(i)]
+            for ex, ey, on_edge in ((t["CLIP_X0"], t["CLIP_Y0"], t["EDGE0"]), (t["CLIP_X1"], t["CLIP_Y1"], t["EDGE1"])):
+                if on_edge:
+                    edge_snr.append(rows[i, 7])
+                    edge_err.append(min(math.hypot(d["x0"] - ex, d["y0"] - ey), math.hypot(d["x1"] - ex, d["y1"] - ey)))
+            edge_count_ok.append(int(t["EDGE0"]) + int(t["EDGE1"]) == d["n_ends_at_edge"])
+            meas.append((rows[i, 7], t["FWHM_PIX"], d["width_fwhm_pix"], d["width_fwhm_err_pix"],
+                         t["FLUX_ADU_PER_S_PER_PIX"], d["flux_adu_per_s_per_pix"], d["flux_err_adu_per_s_per_pix"]))
             Lc = math.hypot(c[2] - c[0], c[3] - c[1])
             if Lc > 300:
                 a_t = math.degrees(math.atan2(rows[i, 3] - rows[i, 1], rows[i, 2] - rows[i, 0])) % 180
@@ -229,6 +244,8 @@ def main(argv=None):
                   f"median {np.median(e[sel]):.2f}, 90% {np.percentile(e[sel], 90):.2f} (n={sel.sum()})")
     print("  best possible within 3 pix (change point of a box in white noise, known amplitude): "
           + ", ".join(f"SNR100 {s}: {endpoint_limit(s):.2f}" for s in (10, 15, 30)))
+    report_edges(np.array(edge_err), np.array(edge_snr), edge_count_ok)
+    report_measurements(np.array(meas))
     for name, sel in (("all SNRs", as_ > 0), ("SNR100 >= 10", as_ >= 10)):
         print(f"angle error for length > 300 pix (deg), {name}: median {np.median(a[sel]):.3f}, "
               f"max {a[sel].max():.3f}, within 0.2 deg {np.mean(a[sel] <= 0.2):.3f} (n={sel.sum()})")
@@ -259,7 +276,47 @@ def main(argv=None):
     if args.clean:
         print(f"clean frames: {n_false} false detections in {args.clean} frames (a third with dome "
               f"vignetting); time per frame median {np.median(ctimes):.3f} s, best {np.min(ctimes):.3f} s")
+    print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
+
+
+def report_edges(err, snr, count_ok):
+    """Print how far the ends on the frame edge lie from the true boundary crossings."""
+    sel = snr >= 10
+    if not sel.any():
+        return
+    e = err[sel]
+    print(f"ends on the frame edge, SNR100 >= 10: within 0.5 pix {np.mean(e <= 0.5):.3f} "
+          f"({np.sum(e <= 0.5)}/{e.size}), median {np.median(e):.3f} pix, worst {e.max():.2f} pix; "
+          f"n_ends_at_edge right for {np.sum(count_ok)}/{len(count_ok)} matched streaks")
+
+
+def report_measurements(m):
+    """Print measured widths and brightness against the truth, and their error bars' pulls."""
+    if not len(m):
+        return
+    snr, w_t, w, w_e, f_t, f, f_e = m.T
+    for lo_, name in ((30, "SNR100 >= 30"), (10, "SNR100 >= 10")):
+        sel = (snr >= lo_) & np.isfinite(w) & np.isfinite(f)
+        if not sel.any():
+            continue
+        wr, fr_ = w[sel] / w_t[sel], f[sel] / f_t[sel]
+        pw, pf = (w[sel] - w_t[sel]) / w_e[sel], (f[sel] - f_t[sel]) / f_e[sel]
+        print(f"{name} (n={sel.sum()}, {np.sum((snr >= lo_) & ~(np.isfinite(w) & np.isfinite(f)))} "
+              f"without a measurement):")
+        print(f"  width / truth: median {np.median(wr):.3f}, within 10% {np.mean(np.abs(wr - 1) <= 0.1):.3f}, "
+              f"worst {wr[np.argmax(np.abs(wr - 1))]:.3f}; pulls sd {np.std(pw):.2f} (robust "
+              f"{1.4826 * np.median(np.abs(pw - np.median(pw))):.2f}), median {np.median(pw):+.2f}")
+        print(f"  flux per pixel of length / truth: median {np.median(fr_):.4f}, within 3% "
+              f"{np.mean(np.abs(fr_ - 1) <= 0.03):.3f}, 5-95% {np.percentile(fr_, 5):.3f}-"
+              f"{np.percentile(fr_, 95):.3f}; pulls sd {np.std(pf):.2f} (robust "
+              f"{1.4826 * np.median(np.abs(pf - np.median(pf))):.2f}), median {np.median(pf):+.2f}")
+        for lo_w, hi_w in ((1.5, 2.3), (2.3, 3.2), (3.2, 4.0)):
+            b = (w_t[sel] >= lo_w) & (w_t[sel] < hi_w)
+            if b.any():
+                print(f"    FWHM {lo_w}-{hi_w}: width/truth median {np.median(wr[b]):.3f} "
+                      f"(within 10% {np.mean(np.abs(wr[b] - 1) <= 0.1):.2f}), flux/truth median "
+                      f"{np.median(fr_[b]):.3f} (n={b.sum()})")
 
 
 def endpoint_limit(snr100, trials=20000, half=60, seed=0):

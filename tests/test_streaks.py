@@ -69,7 +69,7 @@ def test_block_sums_and_cell_stats_match_numpy():
         for cx in range(ncx):
             blk = m[cy * c:(cy + 1) * c, cx * c:(cx + 1) * c]
             v = blk[use[cy * c:(cy + 1) * c, cx * c:(cx + 1) * c] != 0]
-            if v.size * 4 < c * c:
+            if v.size < 4 or v.size * 4 < blk.size:  # a quarter of the in-frame blocks
                 assert np.isnan(med[cy, cx])
                 continue
             assert med[cy, cx] == pytest.approx(np.median(v))
@@ -202,11 +202,11 @@ def recall_runs(sim_gaia_dir, calibrations):
 
 
 def test_recall_endpoints_and_angles(recall_runs):
-    n, found, end_err, ang_err, flux_ratio = 0, 0, [], [], []
+    n, found, end_err, ang_err, flux_ratio, unmatched = 0, 0, [], [], [], 0
     for fr, img, streaks, res in recall_runs:
         assert res.table.dtype == STREAK_DTYPE and not res.timed_out
         m = match_streaks(res.table, [s[:4] for s in streaks], img.shape)
-        assert len(res.table) == sum(k >= 0 for k in m), "unmatched detection"
+        unmatched += len(res.table) - sum(k >= 0 for k in m)
         for s, k in zip(streaks, m):
             if k == -2:
                 continue
@@ -224,13 +224,18 @@ def test_recall_endpoints_and_angles(recall_runs):
                 truth = math.degrees(math.atan2(s[3] - s[1], s[2] - s[0])) % 180
                 ang_err.append(abs((d["angle_pix_deg"] - truth + 90) % 180 - 90))
             assert np.isfinite([d["ra0"], d["dec0"], d["ra1"], d["dec1"], d["pa_deg"]]).all()
-            assert d["snr"] > 7 and 1.0 < d["width_fwhm_pix"] < 5.0
+            # SNR100 10-30: the width to ~5-20%, within 4 of its error bars
+            assert d["snr"] > 7 and 0 < d["width_fwhm_err_pix"] < 0.3 * d["width_fwhm_pix"]
+            assert abs(d["width_fwhm_pix"] - 2.3548 * s[4]) < 4 * d["width_fwhm_err_pix"], (d, s)
             if not fr.truth_header[[h["name"] for h in fr.truth_header].index("DOME")]["value"]:
                 flux_ratio.append(d["flux_adu_per_s_per_pix"] / s[5])
     print("flux ratios", np.round(flux_ratio, 2), "endpoint errors", np.round(end_err, 1),
           "angle errors", np.round(ang_err, 3))
     assert found >= n - 1, f"recall {found}/{n}"
-    assert 0.85 < np.median(flux_ratio) < 1.15, flux_ratio
+    # noise detections: about 3 in 100 frames (benchmarks/RESULTS.md), so at most one in four
+    assert unmatched <= 1, unmatched
+    # SNR100 10-30: each flux to ~5-10%, their median to a few percent
+    assert 0.95 < np.median(flux_ratio) < 1.05, flux_ratio
     # faint (SNR100 10-15) ends are uncertain by a few pixels: most within 3 pix
     assert np.median(end_err) <= 2.0 and np.mean(np.array(end_err) <= 3.0) >= 0.7, end_err
     assert max(ang_err) <= 0.2, ang_err

@@ -95,7 +95,8 @@ def star_mask_one(k, sx, sy, sr, b, mask):
 
 def cell_stats_one(cy, cx, m, use, c, scratch, med, mad):
     """Median and median absolute deviation of the block means m[...] of cell (cy, cx) (c x c
-    blocks) where `use` is nonzero; NaN when fewer than c*c/4 blocks are usable. `scratch` is
+    blocks) where `use` is nonzero; NaN when fewer than a quarter of its blocks in the frame
+    (or fewer than 4) are usable. `scratch` is
     a (ncells, >= 2 c c) float array whose row cy * ncx + cx is workspace."""
     nby = m.shape[0]
     nbx = m.shape[1]
@@ -115,7 +116,9 @@ def cell_stats_one(cy, cx, m, use, c, scratch, med, mad):
                         p -= 1
                     scratch[row, p] = v
                     n += 1
-    if n == 0 or n * 4 < c * c:
+    # a cell cut by the frame edge has fewer blocks: a quarter of those it has must be usable
+    ncell = min(c, nby - cy * c) * min(c, nbx - cx * c)
+    if n < 4 or n * 4 < ncell:
         med[cy, cx] = math.nan
         mad[cy, cx] = math.nan
         return

@@ -33,6 +33,7 @@ from ..errors import InputError, OutputExistsError, PCError
 from ..rawio import CALIB_FILES
 from .chunks import _healpix, _angular_distance, read_chunk_tree
 from .psf import aperture_fractions_boxes, faint_population, psf_boxes
+from .streaks import random_streaks, render_streaks, streak_truth
 
 __all__ = [
     "SimCalibrations", "SimFrame", "FramePaths", "make_calibrations", "make_wcs",
@@ -298,7 +299,8 @@ class SimFrame:
         Frame-level truth (fitsio header records).
     streaks : numpy.ndarray
         One row per streak: X0, Y0, X1, Y1 (pixels, may lie outside the frame), SIGMA_PIX,
-        FLUX_ADU_PER_S_PER_PIX (along its length).
+        FLUX_ADU_PER_S_PER_PIX (along its length), and the truth of `pc_gpu.sim.streaks`
+        (FWHM_PIX, the in-frame part's ends CLIP_X0..CLIP_Y1, EDGE0/EDGE1: boundary crossings).
     calibrations : SimCalibrations
         The calibration truth used.
     filename : str
@@ -374,44 +376,6 @@ def _dome_factor(camera, x, y):
     ny, nx = camera.shape
     d = np.hypot(x + 0.25 * nx, y + 0.35 * ny) - 0.75 * ny
     return _DOME_TRANSMISSION + (1 - _DOME_TRANSMISSION) / (1 + np.exp(-np.clip(d / 8.0, -50, 50)))
-
-
-def _render_streaks(image, streaks, camera):
-    ny, nx = camera.shape
-    for x0, y0, x1, y1, sigma, flux in streaks:
-        horizontal = abs(x1 - x0) >= abs(y1 - y0)
-        (a0, b0, a1, b1, na, nb) = (x0, y0, x1, y1, nx, ny) if horizontal else (y0, x0, y1, x1, ny, nx)
-        if a1 < a0:
-            a0, b0, a1, b1 = a1, b1, a0, b0
-        slope = (b1 - b0) / (a1 - a0)
-        cos_phi = 1.0 / np.sqrt(1 + slope ** 2)
-        a = np.arange(max(int(np.ceil(a0)), 0), min(int(np.floor(a1)), na - 1) + 1)
-        if a.size == 0:
-            continue
-        bc = b0 + slope * (a - a0)
-        k = np.arange(-int(np.ceil(5 * sigma / cos_phi)) - 1, int(np.ceil(5 * sigma / cos_phi)) + 2)
-        b = np.rint(bc)[:, None].astype(np.int64) + k[None, :]
-        dist = (b - bc[:, None]) * cos_phi
-        value = flux * np.exp(-0.5 * (dist / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
-        aa = np.broadcast_to(a[:, None], b.shape)
-        ok = (b >= 0) & (b < nb)
-        rows, cols = (b[ok], aa[ok]) if horizontal else (aa[ok], b[ok])
-        np.add.at(image, (rows, cols), value[ok].astype(image.dtype))
-
-
-def _random_streaks(rng, n, camera):
-    ny, nx = camera.shape
-    out = np.zeros(n, dtype=[("X0", "f8"), ("Y0", "f8"), ("X1", "f8"), ("Y1", "f8"),
-                             ("SIGMA_PIX", "f8"), ("FLUX_ADU_PER_S_PER_PIX", "f8")])
-    for i in range(n):
-        cx, cy = rng.uniform(0.2, 0.8) * nx, rng.uniform(0.2, 0.8) * ny
-        angle = rng.uniform(0, np.pi)
-        # the first streak crosses the whole frame (both ends outside); others are partial
-        half = 1.5 * np.hypot(nx, ny) if i == 0 else rng.uniform(0.1, 0.6) * np.hypot(nx, ny)
-        out[i] = (cx - half * np.cos(angle), cy - half * np.sin(angle),
-                  cx + half * np.cos(angle), cy + half * np.sin(angle),
-                  rng.uniform(0.9, 1.4), rng.uniform(20.0, 150.0))
-    return out
 
 
 def _add_stamps(signal, box, ix0, iy0, flux, camera):
@@ -595,15 +559,12 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
     sky = np.float32(sky0) * (1 + np.float32(sky_gradient) * (yy - np.float32(yc)) / np.float32(ny))
     signal += sky
     if streaks is None:
-        streaks = _random_streaks(rng, int(n_streaks), camera)
+        streaks = random_streaks(rng, int(n_streaks), camera.shape)
     else:
-        given = np.atleast_2d(np.asarray([tuple(r) for r in streaks] if len(streaks) else
-                                         np.zeros((0, 6)), dtype=np.float64))
-        streaks = np.zeros(len(given), dtype=_random_streaks(rng, 0, camera).dtype)
-        for i, name in enumerate(streaks.dtype.names):
-            streaks[name] = given[:, i]
+        streaks = [tuple(r)[:6] for r in streaks]
         n_streaks = len(streaks)
-    _render_streaks(signal, streaks, camera)
+    streaks = streak_truth(streaks, camera.shape)
+    render_streaks(signal, streaks)
     if dome:
         gx = np.arange(nx, dtype=np.float32)[None, :]
         dome_map = _dome_factor(camera, gx, yy).astype(np.float32)

@@ -1,0 +1,155 @@
+"""A streak's width and brightness from its own profile across it.
+
+The pixels of the band around the fitted line (the image's values, ADU, and signed distances
+from the line, pix) are binned by distance; each bin gets a clipped mean and its error from
+its own scatter. The binned profile is fitted with
+
+    m(d) = c + g d + F * mean_k N(d - delta + u_k; s),   s^2 = sigma^2 + bin^2 / 12
+
+where N is the unit-area Gaussian, c + g d the band's own background (mean over the columns,
+with its gradient across the band), F the flux per pixel of length, delta a small offset of
+the line, and u_k the offsets of sub-pixel samples of a
+pixel projected across the line (a pixel integrates the profile over its area: for a line at
+angle phi, the footprint across it is the sum of two uniforms of widths cos(phi) and
+sin(phi)). The streak's FWHM is 2.3548 sigma. Errors come from the fit's covariance, scaled
+up by the reduced chi-square when the model does not describe the data to within the errors.
+"""
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ProfileFit", "fit_profile", "FWHM_PER_SIGMA"]
+
+log = logging.getLogger(__name__)
+
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+_BIN = 0.25  # pix
+_CLIP = 5.0  # robust sigmas
+_SUB = 8  # sub-pixel samples per pixel side for the footprint
+
+
+@dataclass(frozen=True)
+class ProfileFit:
+    """Fitted profile across a streak: `flux` per pixel of length (the values' units times
+    pix) and its error, `sigma` (pix) and its error, `offset` of the line (pix) and
+    `background` on it (values' units)."""
+
+    flux: float
+    flux_err: float
+    sigma: float
+    sigma_err: float
+    offset: float
+    background: float
+
+    @property
+    def fwhm(self):
+        """FWHM across the streak, pix."""
+        return FWHM_PER_SIGMA * self.sigma
+
+    @property
+    def fwhm_err(self):
+        """Error of the FWHM, pix."""
+        return FWHM_PER_SIGMA * self.sigma_err
+
+
+def _footprint(slope):
+    """Offsets across a line of `slope` (minor per major) of a pixel's sub-pixel samples."""
+    cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
+    g = (np.arange(_SUB) + 0.5) / _SUB - 0.5
+    a, b = np.meshgrid(g, g)
+    return (cosphi * a + abs(slope) * cosphi * b).ravel()
+
+
+def _binned(v, d):
+    """Clipped mean, its error, and mean distance of the values in each distance bin."""
+    ok = np.isfinite(v) & np.isfinite(d)
+    v, d = v[ok], d[ok]
+    if v.size == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    idx = np.rint(d / _BIN).astype(np.int64)
+    order = np.argsort(idx, kind="stable")
+    idx, v, d = idx[order], v[order], d[order]
+    cuts = np.flatnonzero(np.diff(idx)) + 1
+    centres, means, errs = [], [], []
+    for vb, db in zip(np.split(v, cuts), np.split(d, cuts)):
+        if vb.size < 5:
+            continue
+        med = np.median(vb)
+        scale = 1.4826 * np.median(np.abs(vb - med))
+        keep = np.abs(vb - med) <= _CLIP * scale if scale > 0 else np.ones(vb.size, bool)
+        n = int(keep.sum())
+        if n < 5:
+            continue
+        means.append(float(np.mean(vb[keep])))
+        errs.append(float(np.std(vb[keep], ddof=1) / math.sqrt(n)))
+        centres.append(float(np.mean(db[keep])))
+    return np.array(centres), np.array(means), np.array(errs)
+
+
+def _model(params, d, u):
+    c, g, flux, delta, sigma = params
+    s = math.sqrt(sigma * sigma + _BIN * _BIN / 12.0)
+    x = d[:, None] - delta + u[None, :]
+    prof = np.exp(-0.5 * (x / s) ** 2).mean(axis=1) / (math.sqrt(2.0 * math.pi) * s)
+    return c + g * d + flux * prof
+
+
+def fit_profile(v, d, *, slope, sigma0):
+    """Fit the profile across a streak.
+
+    Parameters
+    ----------
+    v : array
+        Band values (any unit, e.g. ADU; the background is fitted); NaN where masked.
+    d : array
+        Their signed distances from the line (pix), same shape.
+    slope : float
+        The line's slope (minor pixels per major pixel): sets the pixel footprint.
+    sigma0 : float
+        Starting Gaussian sigma (pix).
+
+    Returns
+    -------
+    ProfileFit or None
+        None when too few distance bins are populated or the fit fails.
+    """
+    from scipy.optimize import least_squares
+
+    centres, means, errs = _binned(np.asarray(v, np.float64).ravel(), np.asarray(d, np.float64).ravel())
+    good = errs > 0
+    centres, means, errs = centres[good], means[good], errs[good]
+    if centres.size < 12:
+        return None
+    u = _footprint(slope)
+    wings = np.abs(centres) > 3.0 * sigma0 + 2.0
+    c0 = float(np.median(means[wings])) if wings.sum() >= 3 else 0.0
+    f0 = float(np.sum(means - c0) * _BIN)
+    start = np.array([c0, 0.0, max(f0, 1e-6), 0.0, max(sigma0, 0.5)])
+    lower = [-np.inf, -np.inf, 0.0, -3.0, 0.2]
+    upper = [np.inf, np.inf, np.inf, 3.0, 10.0]
+
+    def resid(p):
+        return (_model(p, centres, u) - means) / errs
+
+    try:
+        res = least_squares(resid, np.clip(start, np.add(lower, 1e-9), np.subtract(upper, 1e-9)),
+                            bounds=(lower, upper), x_scale="jac")
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        log.debug("streak profile fit failed: %s", exc)
+        return None
+    if not res.success:
+        return None
+    dof = max(centres.size - 5, 1)
+    chi2 = float(np.sum(res.fun ** 2)) / dof
+    jac = res.jac
+    try:
+        cov = np.linalg.inv(jac.T @ jac) * max(chi2, 1.0)
+    except np.linalg.LinAlgError:
+        return None
+    err = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    c, _, flux, delta, sigma = (float(x) for x in res.x)
+    return ProfileFit(flux=flux, flux_err=float(err[2]), sigma=sigma, sigma_err=float(err[4]),
+                      offset=delta, background=c)
