@@ -23,6 +23,7 @@ from pc_gpu.astrometry import patterns
 from pc_gpu.astrometry.detect import detect_stars
 from pc_gpu.astrometry.frame import check_given_wcs, frame_astrometry
 from pc_gpu.astrometry.solve import NoSolution, solve_detections, solve_frame
+from pc_gpu.astrometry.tan import tangent_plane
 from pc_gpu.astrometry.verify import verify_wcs
 from pc_gpu.camera import EL_NINO
 from pc_gpu.cli import main
@@ -163,8 +164,8 @@ def test_pattern_data_are_cached_and_rebuilt_when_the_tree_changes(sim_gaia_dir,
     cached = os.listdir(tmp_path / "cache" / "patterns")
     assert len(cached) == 1 and cached[0].endswith(".npz") and len(first.quads) > 100
     # a quad's code is that of its stars' positions, whatever order they are given in
-    x, y = patterns.tangent_plane(first.ra[first.quads[:50]], first.dec[first.quads[:50]],
-                                  first.ra[first.quads[:50, 0]][:, None], first.dec[first.quads[:50, 0]][:, None])
+    x, y = tangent_plane(first.ra[first.quads[:50]], first.dec[first.quads[:50]],
+                         first.ra[first.quads[:50, 0]][:, None], first.dec[first.quads[:50, 0]][:, None])
     codes, _ = patterns.quad_codes(x[:, [1, 0, 3, 2]], y[:, [1, 0, 3, 2]])
     np.testing.assert_allclose(codes, first.codes[:50], atol=2e-3)
     patterns._LOADED.clear()

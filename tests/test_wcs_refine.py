@@ -20,7 +20,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from pc_gpu.astrometry.pointing import POINTING_FIELDS, header_cards, pointing_record
-from pc_gpu.astrometry.refine import MIN_STARS, from_tangent_plane, refine_wcs, sip_order_for, tangent_plane
+from pc_gpu.astrometry.refine import MIN_STARS, refine_wcs, sip_order_for
+from pc_gpu.astrometry.tan import from_tangent_plane, tangent_plane
 from pc_gpu.camera import EL_NINO
 from pc_gpu.cli import main
 from pc_gpu.conditions import TELEMETRY_FIELDS as CONDITION_FIELDS

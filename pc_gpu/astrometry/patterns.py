@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..calibcache import cache_root
+from .tan import tangent_plane
 
 __all__ = ["PatternParams", "PatternIndex", "pattern_params", "load_patterns", "quad_codes",
-           "unit_vectors", "tangent_plane"]
+           "unit_vectors"]
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +103,6 @@ def unit_vectors(ra_deg, dec_deg):
     """(n, 3) unit vectors of sky positions (deg)."""
     ra, dec = np.radians(ra_deg), np.radians(dec_deg)
     return np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
-
-
-def tangent_plane(ra_deg, dec_deg, ra0_deg, dec0_deg):
-    """Gnomonic projection (xi east, eta north, deg) about (ra0, dec0)."""
-    ra, dec = np.radians(ra_deg), np.radians(dec_deg)
-    ra0, dec0 = np.radians(ra0_deg), np.radians(dec0_deg)
-    cosc = np.sin(dec) * np.sin(dec0) + np.cos(dec) * np.cos(dec0) * np.cos(ra - ra0)
-    xi = np.cos(dec) * np.sin(ra - ra0) / cosc
-    eta = (np.sin(dec) * np.cos(dec0) - np.cos(dec) * np.sin(dec0) * np.cos(ra - ra0)) / cosc
-    return np.degrees(xi), np.degrees(eta)
 
 
 def quad_codes(x, y):

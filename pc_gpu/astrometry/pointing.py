@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .refine import tangent_plane
+from .tan import tangent_plane
 
 __all__ = ["POINTING_FIELDS", "pointing_record", "header_cards", "table_columns", "wcs_cards", "wcs_rotation_scale"]
 

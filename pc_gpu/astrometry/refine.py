@@ -1,12 +1,7 @@
 """WCS refinement: fit a TAN-SIP WCS to Gaia stars matched with their measured centroids.
 
-The model is the FITS TAN-SIP one with the reference pixel at the image centre::
-
-    (xi, eta) = CD . (u + f(u, v), v + g(u, v)),   u, v = pixel - CRPIX
-
-where (xi, eta) are the gnomonic (tangent-plane) coordinates of the star about CRVAL, in
-degrees, and f, g are the SIP polynomials (terms of order 2 up to the SIP order). Per axis this
-is linear least squares in the polynomial coefficients; the constant terms move the tangent
+The model is `tan`'s FITS TAN-SIP one with the reference pixel at the image centre. Per axis
+it is linear least squares in the polynomial coefficients; the constant terms move the tangent
 point, which is reprojected until they vanish. Wrong matches are removed by iterative clipping
 on the radial residual (a robust sigma from its median), first with the linear model, then
 with the full one. The SIP order follows the number of stars so that the fit never has fewer
@@ -19,8 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["WcsFit", "refine_wcs", "sip_order_for", "tangent_plane", "from_tangent_plane",
-           "fit_star_mask", "affine_correction", "near_field", "carried_centroids", "MIN_STARS"]
+from .tan import design, from_tangent_plane, poly_terms, split_coefficients, tan_sip_wcs, tangent_plane
+
+__all__ = ["WcsFit", "refine_wcs", "sip_order_for", "fit_star_mask", "affine_correction", "near_field",
+           "carried_centroids", "MIN_STARS"]
 
 log = logging.getLogger(__name__)
 
@@ -69,53 +66,18 @@ def sip_order_for(n_stars, max_order=3):
     return min(next(order for least, order in _ORDER_STARS if n_stars >= least), max_order)
 
 
-def tangent_plane(ra, dec, ra0, dec0):
-    """Gnomonic projection of (ra, dec) about (ra0, dec0): standard coordinates (xi, eta), deg.
-
-    xi points east (RA increasing), eta north, as the FITS TAN intermediate world coordinates.
-    """
-    a, d = np.radians(ra), np.radians(dec)
-    a0, d0 = np.radians(ra0), np.radians(dec0)
-    cos_d, sin_d = np.cos(d), np.sin(d)
-    cos_da = np.cos(a - a0)
-    denom = sin_d * np.sin(d0) + cos_d * np.cos(d0) * cos_da
-    xi = cos_d * np.sin(a - a0) / denom
-    eta = (sin_d * np.cos(d0) - cos_d * np.sin(d0) * cos_da) / denom
-    return np.degrees(xi), np.degrees(eta)
-
-
-def from_tangent_plane(xi, eta, ra0, dec0):
-    """Inverse of `tangent_plane`: (ra, dec) in deg (RA in [0, 360)) of standard coordinates (deg)."""
-    x, y = np.radians(xi), np.radians(eta)
-    d0 = np.radians(dec0)
-    den = np.cos(d0) - y * np.sin(d0)
-    ra = np.degrees(np.arctan2(x, den)) + ra0
-    dec = np.degrees(np.arctan2(np.sin(d0) + y * np.cos(d0), np.hypot(x, den)))
-    return np.mod(ra, 360.0), dec
-
-
-def _terms(order):
-    """(p, q) exponents of u^p v^q with p + q <= order, constant and linear terms first."""
-    return [(p, n - p) for n in range(order + 1) for p in range(n, -1, -1)]
-
-
-def _design(u, v, order, scale):
-    un, vn = u / scale, v / scale
-    return np.column_stack([un ** p * vn ** q for p, q in _terms(order)])
-
-
 def _clipped_fit(u, v, xi, eta, valid, keep, order, scale, pix_deg):
-    """Least-squares coefficients (rows: terms of `_terms(order)` in u / scale, v / scale;
+    """Least-squares coefficients (rows: terms of `tan.poly_terms(order)` in u / scale, v / scale;
     columns: xi, eta) with iterative clipping on the radial residual (pixels); returns
     (coef or None, keep)."""
-    design = _design(u, v, order, scale)
+    matrix = design(u, v, poly_terms(order), scale)
     target = np.column_stack([xi, eta])
     coef = None
     for _ in range(_MAX_CLIP_PASSES):
-        if keep.sum() < max(MIN_STARS, design.shape[1] + 1):
+        if keep.sum() < max(MIN_STARS, matrix.shape[1] + 1):
             return None, keep
-        coef = np.linalg.lstsq(design[keep], target[keep], rcond=_RCOND)[0]
-        resid = np.hypot(*(target - design @ coef).T) / pix_deg
+        coef = np.linalg.lstsq(matrix[keep], target[keep], rcond=_RCOND)[0]
+        resid = np.hypot(*(target - matrix @ coef).T) / pix_deg
         sigma = max(float(np.median(resid[keep])) / _RAYLEIGH_MEDIAN, _SIGMA_FLOOR_PIX)
         new_keep = valid & (resid < _CLIP * sigma)
         if np.array_equal(new_keep, keep):
@@ -172,34 +134,11 @@ def refine_wcs(ra, dec, x, y, wcs, crpix, *, max_order=3):
         if np.hypot(*coef[0]) < _TANGENT_TOL_PIX * pix_deg:
             break
     xi, eta = tangent_plane(ra, dec, ra0, dec0)
-    resid = (np.column_stack([xi, eta]) - _design(u, v, order, scale) @ coef)[keep] * 3600.0
+    resid = (np.column_stack([xi, eta]) - design(u, v, poly_terms(order), scale) @ coef)[keep] * 3600.0
     rms = np.sqrt(np.mean(resid ** 2, axis=0))
-    return WcsFit(_sip_wcs(coef, order, scale, ra0, dec0, crpix), order, keep,
-                  float(rms[0]), float(rms[1]))
-
-
-def _sip_wcs(coef, order, scale, ra0, dec0, crpix):
-    """astropy WCS from the fitted coefficients (constant term dropped: it is ~0 by now)."""
-    from astropy.wcs import WCS, Sip
-
-    terms = _terms(order)
-    real = coef / np.array([scale ** (p + q) for p, q in terms])[:, None]  # per u^p v^q
-    cd = real[1:3].T  # rows xi, eta; columns u, v
-    wcs = WCS(naxis=2)
-    sip = "-SIP" if order > 1 else ""
-    wcs.wcs.ctype = ["RA---TAN" + sip, "DEC--TAN" + sip]
-    wcs.wcs.cunit = ["deg", "deg"]
-    wcs.wcs.crval = [ra0, dec0]
-    wcs.wcs.crpix = [crpix[0] + 1.0, crpix[1] + 1.0]
-    wcs.wcs.cd = cd
-    if order > 1:
-        ab = np.linalg.solve(cd, real[3:].T)  # (2, n_high): the SIP A and B coefficients
-        a, b = np.zeros((order + 1, order + 1)), np.zeros((order + 1, order + 1))
-        for k, (p, q) in enumerate(terms[3:]):
-            a[p, q], b[p, q] = ab[0, k], ab[1, k]
-        wcs.sip = Sip(a, b, None, None, wcs.wcs.crpix)
-    wcs.wcs.set()
-    return wcs
+    cd, (a, b) = split_coefficients(coef, scale)  # the constant term is ~0 by now
+    wcs = tan_sip_wcs(crpix, (ra0, dec0), cd, order=order, scale=scale, a=a, b=b)
+    return WcsFit(wcs, order, keep, float(rms[0]), float(rms[1]))
 
 
 def affine_correction(x_guess, y_guess, xcentroid, ycentroid, use, centre):
@@ -224,7 +163,8 @@ def affine_correction(x_guess, y_guess, xcentroid, ycentroid, use, centre):
         return None
 
     def apply(x, y):
-        moved = _design(np.asarray(x, np.float64) - centre[0], np.asarray(y, np.float64) - centre[1], 1, scale) @ coef
+        moved = design(np.asarray(x, np.float64) - centre[0], np.asarray(y, np.float64) - centre[1],
+                       poly_terms(1), scale) @ coef
         return moved[:, 0] + centre[0], moved[:, 1] + centre[1]
 
     return apply

@@ -23,8 +23,9 @@ import numpy as np
 from ..camera import EL_NINO
 from ..errors import InputError, PCError
 from .detect import detect_stars
-from .patterns import load_patterns, pattern_params, quad_codes, tangent_plane, unit_vectors
-from .tansip import fit_tan_sip, from_tangent_plane
+from .patterns import load_patterns, pattern_params, quad_codes, unit_vectors
+from .tan import from_tangent_plane, tangent_plane
+from .tansip import fit_tan_sip
 from .verify import (CATALOG_PER_DETECTION, MAX_DETECTIONS, MIN_MATCHES, catalog_in_frame,
                      match_nearest, verify_positions)
 
