@@ -153,6 +153,34 @@ def test_no_solution_without_stars_or_with_the_wrong_catalogue(sim_gaia_dir, cal
             solve_detections(demo_stars, EL_NINO.shape, gaia_dir=str(wrong), ra_hint=hint[0], dec_hint=hint[1])
 
 
+def test_tan_sip_fit_recovers_the_distortion_and_its_astropy_wcs_maps_alike():
+    from astropy.wcs import WCS
+
+    from pc_gpu.astrometry.tansip import fit_tan_sip
+    from pc_gpu.sim.simulate import make_wcs
+
+    truth = WCS(make_wcs(210.0, -40.0, 75.0, EL_NINO, sip=True))
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, EL_NINO.nx - 1, 300), rng.uniform(0, EL_NINO.ny - 1, 300)
+    ra, dec = truth.all_pix2world(x, y, 0)
+    sol = fit_tan_sip(x, y, ra, dec, crpix=EL_NINO.centre, crval=(210.01, -40.01), order=3, shape=EL_NINO.shape)
+    wcs = sol.to_wcs()
+    gx, gy = (g.ravel() for g in GRID)
+    gra, gdec = truth.all_pix2world(gx, gy, 0)
+    # noiseless stars, a third-order truth: the fit (forward, and AP/BP back) is exact to ~1e-4 pix
+    assert max_error_pix(wcs, truth) < 1e-3
+    x_back, y_back = sol.sky_to_pixel(gra, gdec)
+    assert np.max(np.hypot(x_back - gx, y_back - gy)) < 1e-3
+    # the astropy WCS is the same solution: forward, and the inverse SIP (AP, BP) it carries
+    # (sip_foc2pix takes offsets from the 0-indexed CRPIX with origin 1 and returns 1-indexed pixels)
+    sky = np.array(wcs.all_pix2world(gx, gy, 0))
+    np.testing.assert_allclose(sky, np.array(sol.pixel_to_sky(gx, gy)), rtol=0, atol=1e-11)
+    crpix0 = wcs.wcs.crpix - 1
+    focal = wcs.wcs_world2pix(np.column_stack([gra, gdec]), 0)
+    np.testing.assert_allclose(wcs.sip_foc2pix(focal - crpix0, 1).T - 1, np.array([x_back, y_back]),
+                               rtol=0, atol=1e-8)
+
+
 def test_pattern_data_are_cached_and_rebuilt_when_the_tree_changes(sim_gaia_dir, tmp_path, monkeypatch):
     tree = tmp_path / "tree"
     tree.mkdir()
