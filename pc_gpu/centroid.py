@@ -37,36 +37,13 @@ def recentroid(image, x_guess, y_guess, camera, backend, *, frame=None):
 
 
 def nearest_guess(x_guess, y_guess, x, y):
-    """Index of the guess nearest to each point (x, y); exact, like a KD-tree query.
+    """Index of the guess nearest to each point (x, y): a KD-tree query."""
+    from scipy.spatial import cKDTree
 
-    Guesses are binned on a square grid with cells as large as the farthest point-to-own-guess
-    distance, so the nearest guess of a point always lies in the 3 x 3 cells around it.
-    """
-    n = len(x_guess)
-    own = np.hypot(x - x_guess, y - y_guess)
-    cell = max(float(np.max(own)) if n else 1.0, 1.0)
-    gx, gy = np.floor(x_guess / cell).astype(np.int64), np.floor(y_guess / cell).astype(np.int64)
-    width = int(gx.max() - gx.min()) + 3 if n else 1
-    gx0, gy0 = gx.min() - 1 if n else 0, gy.min() - 1 if n else 0
-    key = (gy - gy0) * width + (gx - gx0)
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    px = np.floor(x / cell).astype(np.int64) - gx0
-    py = np.floor(y / cell).astype(np.int64) - gy0
-    best = np.arange(n)
-    best_d2 = own**2
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            k = (py + dy) * width + (px + dx)
-            lo, hi = np.searchsorted(sorted_key, k, "left"), np.searchsorted(sorted_key, k, "right")
-            for j in range(int(np.max(hi - lo)) if n else 0):
-                has = lo + j < hi
-                cand = order[np.minimum(lo + j, n - 1)]
-                d2 = (x - x_guess[cand]) ** 2 + (y - y_guess[cand]) ** 2
-                better = has & ((d2 < best_d2) | ((d2 == best_d2) & (cand < best)))
-                best = np.where(better, cand, best)
-                best_d2 = np.where(better, d2, best_d2)
-    return best
+    if len(x_guess) == 0:
+        return np.zeros(len(x), np.int64)
+    _, index = cKDTree(np.column_stack([x_guess, y_guess])).query(np.column_stack([x, y]))
+    return index.astype(np.int64)
 
 
 def wrong_source_flags(x_guess, y_guess, xcentroid, ycentroid):
