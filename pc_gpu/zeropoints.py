@@ -33,18 +33,27 @@ def _py_round(x):
 
 def zeropoint(g_prime, m_inst):
     """(zp, robust_sigma) in mag: zp = median of finite G' - m_inst; robust sigma = mean of the
-    absolute residuals at the 16th and 84th percentiles (NaN, NaN when nothing is finite)."""
-    diff = np.asarray(g_prime, np.float64) - np.asarray(m_inst, np.float64)
-    n = len(diff)
-    finite = diff[~np.isnan(diff)]
-    nf = len(finite)
-    if nf == 0:
-        return np.nan, np.nan
-    zp = float(np.median(finite))
-    resid = np.sort(finite - zp)
-    lo = max(_py_round(0.16 * nf), 0)
-    hi = min(_py_round(0.84 * nf), n - 1, nf - 1)
-    return zp, (abs(resid[lo]) + abs(resid[hi])) / 2.0
+    absolute residuals at the 16th and 84th percentiles (NaN, NaN when nothing is finite).
+
+    With `m_inst` of shape (n, k) (k apertures), each is an array of k, one per column.
+    """
+    m = np.asarray(m_inst, np.float64)
+    diff = np.asarray(g_prime, np.float64)[:, None] - m.reshape(len(m), -1)
+    n, k = diff.shape
+    ordered = np.sort(diff, axis=0)  # NaN last
+    nf = (~np.isnan(diff)).sum(axis=0)
+    zp, sigma = np.full(k, np.nan), np.full(k, np.nan)
+    for j in np.flatnonzero(nf):
+        col, count = ordered[:, j], int(nf[j])
+        half = count // 2
+        zp[j] = col[half] if count % 2 else (col[half - 1] + col[half]) / 2.0  # np.median's arithmetic
+        # sorted(finite - zp) is the sorted column minus zp: subtracting one value keeps the order
+        lo = max(_py_round(0.16 * count), 0)
+        hi = min(_py_round(0.84 * count), n - 1, count - 1)
+        sigma[j] = (abs(col[lo] - zp[j]) + abs(col[hi] - zp[j])) / 2.0
+    if m.ndim == 1:
+        return float(zp[0]), float(sigma[0])
+    return zp, sigma
 
 
 def zeropoint_rows(catalog, camera, *, n_apertures):
@@ -73,11 +82,13 @@ def zeropoint_rows(catalog, camera, *, n_apertures):
                                      np.float32(np.nanmedian(gmag[idx])))
             else:
                 medians[sci_only] = (np.float32(np.nan), np.float32(np.nan))
+        nan = np.full(n_apertures, np.nan)
+        fits = {sci_only: zeropoint(g_prime[idx], m_inst[idx, :n_apertures]) if len(idx) else (nan, nan)
+                for sci_only, idx in selections}
         for aper in range(n_apertures):
             for sci_only, idx in selections:
-                zp, sig = zeropoint(g_prime[idx], m_inst[idx, aper]) if len(idx) else (np.nan, np.nan)
-                rows.append({"quadrant": quadrant, "aper_ind": aper, "zp_adu_per_s": zp,
+                rows.append({"quadrant": quadrant, "aper_ind": aper, "zp_adu_per_s": fits[sci_only][0][aper],
                              "n_sources_for_zp": len(idx), "bp_rp_median": medians[sci_only][0],
-                             "gaia_g_median": medians[sci_only][1], "robust_sigma_mag": sig,
+                             "gaia_g_median": medians[sci_only][1], "robust_sigma_mag": fits[sci_only][1][aper],
                              "science_fov_only": sci_only})
     return rows
