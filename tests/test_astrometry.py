@@ -239,7 +239,7 @@ def test_frame_astrometry_replaces_a_failing_wcs_and_keeps_it_when_unsolvable(de
 
 
 def test_given_wcs_checked_on_the_image_centre(demo, demo_field):
-    """The quick check of a given .wcs (central 1024 x 1024 pixels, the stars the pipeline
+    """The quick check of a given .wcs (the central CHECK_WINDOW pixels square, the stars the pipeline
     predicts there) passes the true WCS and fails one shifted by 30 pix or turned by 1 deg."""
     from pc_gpu.backend import get_backend
     from pc_gpu.gaia import field_healpix, read_gaia_chunks, star_list

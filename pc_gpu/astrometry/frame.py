@@ -12,8 +12,8 @@
 No solution for a frame without a usable `.wcs` raises `solve.NoSolution` naming the file.
 """
 
+import dataclasses
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,10 +25,11 @@ __all__ = ["FrameAstrometry", "frame_astrometry", "check_given_wcs", "header_poi
 
 log = logging.getLogger(__name__)
 
-CHECK_WINDOW = 1024  # pixels: side of the central square where a given WCS is checked first
+CHECK_WINDOW = 768  # pixels: side of the central square where a given WCS is checked first
+CHECK_MIN_FRACTION = 0.5  # ...and passes only when at least this fraction of the detections match
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class FrameAstrometry:
     """The WCS a frame is reduced with and where it came from: origin 'given' or 'solved';
     verified (the WCS passed verification); n_matched, rms_pix (detected stars on Gaia stars and
@@ -93,8 +94,8 @@ def check_given_wcs(image, stars, camera, backend, *, radius_pix=2.5):
     """Quick verification of a given WCS (`verify.verify_positions`) on the central
     CHECK_WINDOW x CHECK_WINDOW pixels of the detrended `image` (device array of `backend`):
     the stars detected there against the positions the WCS predicts there for the frame's Gaia
-    stars (`gaia.star_list` table: x_gaia_guess, y_gaia_guess, PHOT_G_MEAN_MAG). Returns a
-    `verify.Verification`."""
+    stars (`gaia.star_list` table: x_gaia_guess, y_gaia_guess, PHOT_G_MEAN_MAG), of which at
+    least CHECK_MIN_FRACTION must match. Returns a `verify.Verification`."""
     ny, nx = camera.shape
     side_y, side_x = min(CHECK_WINDOW, ny), min(CHECK_WINDOW, nx)
     y0, x0 = (ny - side_y) // 2, (nx - side_x) // 2
@@ -104,5 +105,9 @@ def check_given_wcs(image, stars, camera, backend, *, radius_pix=2.5):
     x, y = stars["x_gaia_guess"] - x0, stars["y_gaia_guess"] - y0
     inside = np.flatnonzero((x > -0.5) & (y > -0.5) & (x < side_x - 0.5) & (y < side_y - 0.5))
     inside = inside[np.argsort(stars["PHOT_G_MEAN_MAG"][inside], kind="stable")[:CATALOG_PER_DETECTION * max(n, 1)]]
-    return verify_positions(detections.x[:n], detections.y[:n], x[inside], y[inside], (side_y, side_x),
-                            radius_pix=radius_pix)
+    result = verify_positions(detections.x[:n], detections.y[:n], x[inside], y[inside], (side_y, side_x),
+                              radius_pix=radius_pix)
+    if result.ok and result.n_matched < CHECK_MIN_FRACTION * n:
+        # right near the centre only (e.g. turned): a good WCS matches nearly every detection
+        return dataclasses.replace(result, ok=False, reason=f"only {result.reason}")
+    return result
