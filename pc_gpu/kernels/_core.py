@@ -482,10 +482,12 @@ def build(jit, arithmetic=None):
         covariance C at the current centre with the pixel's fourth cumulant (`PIXEL_KAPPA4`),
         i.e. the pixel-integrated Gaussian, sampled at the pixel centres. G(K) = (K^-1 -
         W^-1)^-1 is the covariance of a continuous Gaussian that gives K (2 K when that is not
-        positive definite); C moves by G(K_star) - G(K_model) (half of it for cxy, whose
-        response on a coarse grid can reach twice the continuous one) and the centre by
-        C (K_star^-1 m_star - K_model^-1 m_model), so that at convergence the star's weighted
-        moments on the grid are the model's. Matching the sums on the grid removes what the
+        positive definite); C moves by G(K_star) - G(K_model) and the centre by
+        C (K_star^-1 m_star - K_model^-1 m_model), each step shortened by the ratio of a
+        continuous Gaussian's response to the model's on the grid where that is larger (it can
+        reach several times it on undersampled stars; from the sums' derivatives), C at most
+        halved per pass; so that at convergence the star's weighted moments on the grid are
+        the model's. Matching the sums on the grid removes what the
         pixels do to a weight about a pixel wide (a bias and a scatter with the star's
         sub-pixel position) that the continuous relation alone leaves in: C less 1/12 is then
         the covariance of a Gaussian star before pixelisation. Pixels within 4 sigma of the
@@ -609,7 +611,7 @@ def build(jit, arithmetic=None):
             lxy = txy / t0 - ex * ey
             kdet = kxx * kyy - kxy * kxy
             ldet = lxx * lyy - lxy * lxy
-            if (kdet <= 0.0) | (ldet <= 0.0) | (t0 <= 0.0):
+            if (kdet <= 0.0) | (ldet <= 0.0):
                 return xc, yc, math.nan, math.nan, math.nan, 1
             # the step of C that makes a continuous Gaussian's K go from the model's to the
             # star's: (K^-1 - W^-1)^-1 of the star's K less that of the model's
