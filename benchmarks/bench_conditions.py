@@ -51,6 +51,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     import fitsio
+    from numpy.lib.recfunctions import repack_fields
 
     from pc_gpu.backend import get_backend
     from pc_gpu.camera import EL_NINO
@@ -99,7 +100,9 @@ def main(argv=None):
     from pc_gpu.photometry import aperture_photometry
 
     detrend(frame.image, reducer.calibrations, frame.exptime_s, backend, out=image)
-    base = result.catalog[list(result.catalog.dtype.names[:result.catalog.dtype.names.index("flux_adu_err")])]
+    # the catalogue as the pipeline hands it over: its own columns, packed
+    base = repack_fields(result.catalog[list(result.catalog.dtype.names[:result.catalog.dtype.names.index(
+        "flux_adu_err")])])
     x, y = base["xcentroid"], base["ycentroid"]
     phot = aperture_photometry(image, x, y, camera, backend, radii=reducer.radii)
 
