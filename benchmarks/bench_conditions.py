@@ -28,7 +28,6 @@ FRAMES = (("sharp seeing, FWHM 1.6", dict(fwhm_pix=1.6, fwhm_corner_pix=1.6)),
 
 def truth_zeropoints(result, truth, camera, aperture):
     """Truth of the whole-frame zeropoints: (seed median's, weighted's) from exact aperture fluxes."""
-    from pc_gpu.conditions import zeropoint_weighted
     from pc_gpu.zeropoints import zeropoint_stars
 
     cat = result.catalog

@@ -15,8 +15,9 @@ from pc_gpu.camera import EL_NINO
 from pc_gpu.kernels import streak_core as sc
 from pc_gpu.sim import make_calibrations, simulate_frame
 from pc_gpu.sim.night import DEMO_DEC, DEMO_RA
-from pc_gpu.streaks import (STREAK_DTYPE, StreakParams, _ends, clip_segment, detect_streaks,
-                            empty_streak_table, match_streaks, stars_on_streaks)
+from pc_gpu.streaks import (STREAK_DTYPE, StreakParams, clip_segment, detect_streaks, empty_streak_table,
+                            match_streaks, stars_on_streaks)
+from pc_gpu.streaks.ends import _ends
 
 T = 20.0
 

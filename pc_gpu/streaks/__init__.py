@@ -30,7 +30,6 @@ between candidates and gives up cleanly (`StreakResult.timed_out`, empty table).
 """
 
 from .detect import StreakParams, StreakResult, detect_streaks, kernel_target, warm_up
-from .ends import _ends  # noqa: F401  (tests)
 from .table import STREAK_DTYPE, clip_segment, empty_streak_table, match_streaks, stars_on_streaks
 
 __all__ = ["StreakParams", "StreakResult", "STREAK_DTYPE", "empty_streak_table", "detect_streaks", "warm_up",
