@@ -30,8 +30,9 @@ def catalog_table(stars, centroids, phot, raw, camera, *, exptime_s, has_dome, m
         xcentroid, ycentroid, cmaxshift, qmaxshift, wrong_source_centroid (host arrays).
     phot : dict
         From `photometry.aperture_photometry`.
-    raw : ndarray
-        The raw uint16 frame (host), for the centroid pixel values.
+    raw : callable
+        (rows, columns) -> raw uint16 values there (`rawio.RawFrame.values`), for the centroid
+        pixel values.
     exptime_s : float
         Exposure time, s.
     has_dome : bool
@@ -52,7 +53,7 @@ def catalog_table(stars, centroids, phot, raw, camera, *, exptime_s, has_dome, m
     radius = np.hypot(xcen - xc, ycen - yc)
     ix = np.clip(np.round(xcen).astype(np.int64), 0, camera.nx - 1)
     iy = np.clip(np.round(ycen).astype(np.int64), 0, camera.ny - 1)
-    raw_val = raw[iy, ix]
+    raw_val = raw((iy, ix))
 
     columns = [(name, stars[name]) for name in stars.dtype.names]
     columns += [

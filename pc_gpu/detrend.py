@@ -42,19 +42,25 @@ def prepare_calibrations(calibrations, gather, backend):
     )
 
 
-def detrend(raw, calibrations, exptime_s, backend, *, flatfield=True, out=None):
+def detrend(raw, calibrations, exptime_s, backend, *, flatfield=True, out=None, bzero=0.0):
     """Detrended float32 image (ADU) on the backend's device.
 
-    (raw - bias - dark * exptime_s) / flat, then every static bad pixel replaced by the mean of
-    its row-wise and column-wise linear interpolations over good pixels (constant past the last
-    good pixel). `raw` is the uint16 frame (host or device); `out`, a float32 device array of
-    its shape to write into (e.g. one plane of a stack of frames), default a new one.
+    (raw + bzero - bias - dark * exptime_s) / flat, then every static bad pixel replaced by the
+    mean of its row-wise and column-wise linear interpolations over good pixels (constant past
+    the last good pixel). `raw` is the uint16 frame (host or device), or the file's big-endian
+    int16 payload as read (`rawio.RawFrame.stored`, with its `bzero`: decoded in the kernel);
+    `out`, a float32 device array of its shape to write into (e.g. one plane of a stack of
+    frames), default a new one.
     """
+    swapped = not raw.dtype.isnative
+    if swapped:  # the same bytes in a native dtype (a device holds no other); the kernel swaps
+        raw = raw.view(raw.dtype.newbyteorder("="))
     raw = backend.upload(raw)
     if out is None:
         out = backend.xp.empty(raw.shape, dtype=np.float32)
     flat = calibrations.flat if flatfield else None
-    backend.kernels.detrend(raw, calibrations.bias, calibrations.dark, flat, float(exptime_s), out)
+    backend.kernels.detrend(raw, calibrations.bias, calibrations.dark, flat, float(exptime_s), out,
+                            bzero=float(bzero), swapped=swapped)
     backend.kernels.apply_bad_pixel_gather(out, calibrations.gather)
     return out
 

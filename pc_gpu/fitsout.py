@@ -103,9 +103,16 @@ def _columns(dtype):
 def _cards(cards):
     """80-character card images of (keyword, value[, comment]) tuples (astropy's formatting:
     floats with all their digits, where cfitsio kept 15)."""
+    return "".join(_card_image(c[0], type(c[1]), c[1], c[2] if len(c) > 2 else "") for c in cards)
+
+
+@functools.lru_cache(maxsize=4096)
+def _card_image(keyword, kind, value, comment):
+    """One card's image, as astropy writes it in a header (CONTINUE cards included); cached:
+    most cards repeat from frame to frame (`kind` keeps 1, 1.0 and True apart)."""
     from astropy.io import fits
 
-    return fits.Header(list(cards)).tostring(sep="", endcard=False, padding=False)
+    return fits.Card(keyword, value, comment).image
 
 
 @functools.lru_cache(maxsize=32)
@@ -151,8 +158,6 @@ def _cards_of(records):
 
 
 def _write_tables(path, primary_records, records, tables):
-    from astropy.io import fits
-
     common = _cards_of(records)
     primary = _cards([("SIMPLE", True, "file does conform to FITS standard"),
                       ("BITPIX", 16, "number of bits per data pixel"), ("NAXIS", 0, "number of data axes"),
@@ -163,6 +168,6 @@ def _write_tables(path, primary_records, records, tables):
         fh.write(_padded_header(primary + (common if primary_records is records else _cards_of(primary_records))))
         for name, table in tables:
             before, after = _table_cards(table.dtype, name)
-            naxis2 = fits.Card("NAXIS2", len(table), "number of rows in table").image
+            naxis2 = _card_image("NAXIS2", int, len(table), "number of rows in table")
             fh.write(_padded_header(before + naxis2 + after + common))
             fh.write(_table_data(table))

@@ -376,7 +376,7 @@ class Reducer:
         calib = self.calibrations
         t["read"] = time.perf_counter()
 
-        detrend(frame.image, calib, frame.exptime_s, be, flatfield=o.flatfield, out=image)
+        detrend(frame.stored, calib, frame.exptime_s, be, flatfield=o.flatfield, out=image, bzero=frame.bzero)
         has_dome = dome_flag(image, frame.exptime_s, cam, be)
         t["detrend"] = time.perf_counter()
 
@@ -439,7 +439,7 @@ class Reducer:
         centroids = {"xcentroid": xc, "ycentroid": yc, "cmaxshift": max_centroid_shift(xg, yg, cam),
                      "qmaxshift": qmax, "wrong_source_centroid": wrong_source_flags(xg, yg, xc, yc)}
 
-        catalog = catalog_table(stars, centroids, phot, frame.image, cam, exptime_s=frame.exptime_s,
+        catalog = catalog_table(stars, centroids, phot, frame.values, cam, exptime_s=frame.exptime_s,
                                 has_dome=has_dome, max_zp_radius=o.max_zp_radius)
         streaks = None
         if o.detect_streaks:

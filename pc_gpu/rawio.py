@@ -3,6 +3,7 @@
 Every problem is raised as `InputError` naming the file and what is wrong.
 """
 
+import functools
 import logging
 import os
 import threading
@@ -30,12 +31,31 @@ CALIB_FILES = {
 
 @dataclass(frozen=True)
 class RawFrame:
-    """A raw frame: uint16 pixels (ny, nx), its primary header, exposure time (s), path."""
+    """A raw frame: its pixels as stored (ny, nx), primary header, exposure time (s), path.
+
+    `stored` holds the file's pixels as read, big-endian int16 ('>i2') to which `bzero` adds
+    (the camera's unsigned 16 bits: BZERO 32768), or physical uint16 (bzero 0) when the header
+    scales them otherwise; `image` is the physical uint16 frame, decoded on first use (the
+    detrend kernel decodes `stored` itself).
+    """
 
     path: str
-    image: np.ndarray
+    stored: np.ndarray
     header: object
     exptime_s: float
+    bzero: float = 0.0
+
+    @functools.cached_property
+    def image(self):
+        """Physical pixel values, uint16 (ny, nx)."""
+        return self.values(...)
+
+    def values(self, index):
+        """Physical uint16 values of `stored[index]` (e.g. (rows, columns) arrays of pixels)."""
+        v = self.stored[index]
+        if self.bzero == 0.0:
+            return v
+        return (v.astype(np.int32) + int(self.bzero)).astype(np.uint16)
 
 
 _WARNINGS_LOCK = threading.Lock()
@@ -71,7 +91,7 @@ def _read_primary(path, camera):
         raise
     except Exception as exc:  # astropy raises many kinds for a file that is not FITS
         raise InputError(path, f"not a readable FITS file ({type(exc).__name__}: {exc})") from None
-    return header, _physical_uint16(stored, header, path)
+    return header, *_physical(stored, header, path)
 
 
 def _check_image_header(path, header, camera):
@@ -85,21 +105,18 @@ def _check_image_header(path, header, camera):
                                f"for camera {camera.name}")
 
 
-def _physical_uint16(stored, header, path):
-    """The physical values (BSCALE, BZERO) of big-endian int16 pixels read into `stored` (a
-    native uint16 array, reused for the result where it can be), clipped to uint16."""
+def _physical(stored, header, path):
+    """(pixels, bzero) for `RawFrame` from the big-endian int16 pixels read into `stored`: the
+    camera's unsigned 16 bits (BSCALE 1, BZERO 32768) as they are, any other scaling applied
+    (physical values clipped to uint16, bzero 0)."""
     try:
         bscale, bzero = float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0))
     except (TypeError, ValueError):
         raise InputError(path, "header BSCALE or BZERO is not a number") from None
-    if bscale == 1.0 and bzero == 32768.0:  # the camera's unsigned 16 bits: flip the sign bit
-        if not np.little_endian:
-            stored ^= np.uint16(0x8000)
-            return stored
-        stored ^= np.uint16(0x0080)  # the sign bit of a big-endian value seen little-endian
-        return stored.byteswap(inplace=True)
+    if bscale == 1.0 and bzero == 32768.0:
+        return stored.view(">i2"), bzero
     physical = stored.view(">i2").astype(np.float64) * bscale + bzero
-    return np.clip(physical, 0, 65535).astype(np.uint16)
+    return np.clip(physical, 0, 65535).astype(np.uint16), 0.0
 
 
 def exptime_seconds(header, path=None):
@@ -119,9 +136,9 @@ def exptime_seconds(header, path=None):
 def read_raw(path, camera):
     """Read and validate a raw frame (BITPIX 16 unsigned, camera-sized, positive exposure)."""
     path = os.fspath(path)
-    header, image = _read_primary(path, camera)
+    header, stored, bzero = _read_primary(path, camera)
     exptime_s = exptime_seconds(header, path)
-    return RawFrame(path=path, image=image, header=header, exptime_s=exptime_s)
+    return RawFrame(path=path, stored=stored, header=header, exptime_s=exptime_s, bzero=bzero)
 
 
 def wcs_path_for(raw_path):

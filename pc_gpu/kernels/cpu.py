@@ -48,13 +48,14 @@ def _detrend_kernel(raw, bias, dark, flat, has_flat, t, swap, signed, bzero, out
             out[r, c] = _detrend_pixel(v, bias[r, c], dark[r, c], t, flat[r, c], has_flat)
 
 
-def raw_layout(raw, bzero=0.0):
+def raw_layout(raw, bzero=0.0, swapped=False):
     """(uint16 native view, swap, signed, bzero) for the accepted raw layouts: native uint16,
-    native int16, or the big-endian 16-bit FITS payload ('>i2' with BZERO, or '>u2')."""
+    native int16, or the big-endian 16-bit FITS payload ('>i2' with BZERO, or '>u2'; or, with
+    `swapped`, those bytes seen through a native 16-bit dtype, as a device holds them)."""
     dt = raw.dtype
     if dt.itemsize != 2 or dt.kind not in "iu":
         raise ValueError(f"raw frame must be 16-bit integers, not {dt}")
-    swap = not dt.isnative
+    swap = swapped or not dt.isnative
     signed = dt.kind == "i"
     return raw.view(np.uint16), swap, signed, float(bzero)
 
@@ -66,7 +67,7 @@ def _check_2d(name, a, shape, dtype):
         raise ValueError(f"{name} must be {np.dtype(dtype)}, not {a.dtype}")
 
 
-def detrend(raw, bias, dark, flat, exptime_s, out, *, bzero=0.0):
+def detrend(raw, bias, dark, flat, exptime_s, out, *, bzero=0.0, swapped=False):
     """out[:] = (raw - bias - dark * exptime_s) / flat in float32 (bit-identical to the numpy
     expression evaluated left to right in float32); flat None skips the division.
 
@@ -82,8 +83,10 @@ def detrend(raw, bias, dark, flat, exptime_s, out, *, bzero=0.0):
         Output, ADU.
     bzero : float
         Added to every raw value (32768 for a FITS int16 payload of unsigned data).
+    swapped : bool
+        `raw` (native dtype) holds byte-swapped values: the FITS payload's bytes as read.
     """
-    u, swap, signed, bz = raw_layout(raw, bzero)
+    u, swap, signed, bz = raw_layout(raw, bzero, swapped)
     shape = raw.shape
     for name, a in (("bias", bias), ("dark", dark), ("out", out)) + ((("flat", flat),) if flat is not None else ()):
         _check_2d(name, a, shape, np.float32)

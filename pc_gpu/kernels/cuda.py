@@ -277,9 +277,9 @@ class CudaKernels:
         return max(self.policy.min_blocks, min(ny, self.policy.max_blocks))
 
     # ------------------------------------------------------------------ detrend
-    def detrend(self, raw, bias, dark, flat, exptime_s, out, *, bzero=0.0):
+    def detrend(self, raw, bias, dark, flat, exptime_s, out, *, bzero=0.0, swapped=False):
         """See `pc_gpu.kernels.cpu.detrend`."""
-        u, swap, signed, bz = raw_layout(raw, bzero)
+        u, swap, signed, bz = raw_layout(raw, bzero, swapped)
         has_flat = flat is not None
         self._pixels(_detrend_k, u.size, u, bias, dark, flat if has_flat else bias, has_flat,
                      np.float32(exptime_s), swap, signed, bz, out)
