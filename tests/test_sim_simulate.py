@@ -21,7 +21,7 @@ from pc_gpu.sim import (Region, aperture_fractions, build_chunk_tree, make_calib
                         write_calibrations, write_frame)
 from pc_gpu.sim import simulate
 from pc_gpu.sim.chunks import CHUNK_DTYPE
-from pc_gpu.sim.simulate import _psf_box
+from pc_gpu.sim.render import _psf_box
 
 
 def _wcs(path):

@@ -18,8 +18,9 @@ import numpy as np
 from ..camera import EL_NINO
 from ..errors import InputError, PCError
 from .chunks import Region, build_chunk_tree, chunk_filename, region_pixels
-from .simulate import (_ensure_dir, _utc, make_calibrations, simulate_frame,
-                       write_calibrations, write_frame)
+from .detector import make_calibrations
+from .frameio import _ensure_dir, _utc, write_calibrations, write_frame
+from .simulate import simulate_frame
 
 __all__ = ["DemoField", "make_demo_field", "NightPaths", "simulate_night", "main"]
 

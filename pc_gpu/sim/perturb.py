@@ -15,7 +15,7 @@ def perturb_wcs_header(wcs_header, camera=EL_NINO, *, shift_pix=(0.0, 0.0), rota
     Parameters
     ----------
     wcs_header : astropy.io.fits.Header
-        The true solution (TAN or TAN-SIP, as `simulate.make_wcs` writes it).
+        The true solution (TAN or TAN-SIP, as `render.make_wcs` writes it).
     camera : pc_gpu.camera.Camera
         Gives the image size for the distortion's scale.
     shift_pix : (float, float)

@@ -81,7 +81,7 @@ def psf_boxes(x, y, fwhm, ell, pa_deg, hw, *, wing_weight, wing_scale, round_box
 
     Round stars (ellipticity 0) take `round_boxes(x, y, sigma, hw)` (the simulator's exact
     separable integral); elliptical ones the midpoint rule on `OVERSAMPLE`^2 sub-pixels.
-    Returns (boxes (n, 2hw+1, 2hw+1), ix0, iy0) as `simulate._psf_box`.
+    Returns (boxes (n, 2hw+1, 2hw+1), ix0, iy0) as `render._psf_box`.
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     fwhm, ell, pa_deg = (np.broadcast_to(np.asarray(v, np.float64), x.shape) for v in (fwhm, ell, pa_deg))

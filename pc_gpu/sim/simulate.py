@@ -11,15 +11,15 @@ given FWHM, 0.1 wing of twice its width), integrated exactly over pixels, broade
 corners. Positions are where ``astropy.wcs`` puts the catalogue RA/Dec (epoch 2016.0, or moved
 to the observation epoch with ``proper_motion=True``).
 
-`simulate_frame` returns arrays and tables (`SimFrame`); `write_frame` and `write_calibrations`
-write the raw FITS (as the camera writes it), the astrometry.net-style ``.wcs`` file, the truth
-table and the four META calibration products. Everything is deterministic from the seed.
+`simulate_frame` returns arrays and tables (`SimFrame`); `pc_gpu.sim.frameio.write_frame` and
+`write_calibrations` write the raw FITS (as the camera writes it), the astrometry.net-style
+``.wcs`` file, the truth table and the four META calibration products. The calibration truth is
+made in `pc_gpu.sim.detector`, the WCS and the PSF in `pc_gpu.sim.render`; their names that other
+code imports from this module stay importable from it. Everything is deterministic from the seed.
 """
 
 import argparse
 import datetime as dt
-import gzip
-import io
 import logging
 import os
 import sys
@@ -29,11 +29,19 @@ import numpy as np
 
 from .. import __version__
 from ..camera import EL_NINO
-from ..errors import InputError, OutputExistsError, PCError
-from ..rawio import CALIB_FILES
-from .chunks import _healpix, _angular_distance, read_chunk_tree
+from ..errors import InputError, PCError
+from .chunks import _angular_distance
+from .detector import SimCalibrations, _quadrant_map, make_calibrations
+from .frameio import FramePaths, _utc, raw_filename, write_calibrations, write_frame
 from .psf import aperture_fractions_boxes, faint_population, psf_boxes
+from .render import (_APER_HW, _BRIGHT_ADU, _BRIGHT_HW, _FAINT_HW, _STAMP_HW, _WING_SCALE,
+                     _WING_WEIGHT, _add_stamps, _circle_lower_left_area, _dome_factor,
+                     _field_stars, _psf_box, _wcs_from_header, aperture_fractions, make_wcs)
 from .streaks import random_streaks, render_streaks, streak_truth
+
+# Not used here; kept importable from this module for the code that imports them from it.
+from .frameio import _ensure_dir  # noqa: F401
+from .render import _pixel_profile  # noqa: F401
 
 __all__ = [
     "SimCalibrations", "SimFrame", "FramePaths", "make_calibrations", "make_wcs",
@@ -43,243 +51,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_WING_WEIGHT = 0.1      # fraction of a star's flux in the wide PSF component
-_WING_SCALE = 2.0       # wide component sigma / core sigma
-_STAMP_HW = 7           # stamp half-width, pixels (15 x 15)
-_BRIGHT_HW = 20         # stamp half-width for stars brighter than _BRIGHT_ADU in total
-_BRIGHT_ADU = 5.0e4
-_APER_HW = 6            # half-width of the box holding every aperture (r <= 5 pix)
-_FAINT_HW = 4           # stamp half-width of the stars below the catalogue (9 x 9)
-_DOME_TRANSMISSION = 0.02
 _MJD0 = dt.datetime(1858, 11, 17)
 
-
-# --------------------------------------------------------------------------- calibrations
-
-@dataclass(frozen=True)
-class SimCalibrations:
-    """The calibration truth a frame is made with (all (ny, nx)).
-
-    Attributes
-    ----------
-    bias : numpy.ndarray
-        Noiseless bias structure, ADU (float32).
-    dark : numpy.ndarray
-        Dark current including hot pixels, ADU/s (float32).
-    flat : numpy.ndarray
-        Flat field with vignetting, median 1 (float32).
-    mask : numpy.ndarray
-        Static bad pixels, nonzero = bad (uint8; 1 dead/hot pixel, 2 bad column).
-    seed : int
-        Seed they were made from.
-    """
-
-    bias: np.ndarray
-    dark: np.ndarray
-    flat: np.ndarray
-    mask: np.ndarray
-    seed: int
-
-
-def _quadrant_map(camera, values, dtype=np.float32):
-    image = np.empty(camera.shape, dtype=dtype)
-    for value, (rows, cols) in zip(values, camera.quadrant_slices()):
-        image[rows, cols] = value
-    return image
-
-
-def make_calibrations(camera=EL_NINO, *, seed=0, bad_pixels=True):
-    """Deterministic calibration truth: bias, dark (ADU/s), flat (median 1) and bad-pixel mask.
-
-    The bias is each quadrant's median (`camera.bias_adu`) plus a row pattern (~1.5 ADU), a
-    column pattern (~0.5 ADU) and a faint ramp; the dark is each quadrant's rate with 5%
-    structure plus 0.02% hot pixels (0.5 to 20 ADU/s); the flat is a radial vignetting
-    (~20% at the corners) times 0.5% pixel response, normalised to median 1. With
-    `bad_pixels`, 0.01% of pixels and a few partial columns are marked bad in the mask.
-    Values are quantised (bias 1/64 ADU, dark 2**-14 ADU/s, flat 2**-14) so the gzip files
-    are small; the quantised values are the truth.
-    """
-    rng = np.random.default_rng([int(seed), 7])
-    ny, nx = camera.shape
-    bias = _quadrant_map(camera, camera.bias_adu)
-    rows = np.cumsum(rng.normal(0, 0.08, ny)) + 1.0 * np.sin(np.arange(ny) / 37.0)
-    rows -= rows.mean()
-    cols = rng.normal(0, 0.5, nx) + 0.6 * np.cos(np.arange(nx) / 211.0)
-    bias += (rows[:, None] + cols[None, :] + np.linspace(-0.5, 0.5, nx)[None, :]).astype(np.float32)
-    bias = np.round(bias * 64) / 64
-
-    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)
-    xc, yc = camera.centre
-    r2 = ((xx - xc) ** 2 + (yy - yc) ** 2) / (xc ** 2 + yc ** 2)
-    dark = _quadrant_map(camera, camera.dark_quad_adu_per_s)
-    dark *= 1 + 0.05 * (xx / nx - 0.5) + 0.03 * r2
-    n_hot = int(2e-4 * nx * ny)
-    hot = rng.choice(nx * ny, n_hot, replace=False)
-    dark.flat[hot] += rng.uniform(0.5, 20.0, n_hot).astype(np.float32)
-    dark = np.round(dark * 2 ** 14) / 2 ** 14
-
-    flat = (1.0 - 0.2 * r2 ** 1.5) * (1 + rng.normal(0, 0.005, (ny, nx)).astype(np.float32))
-    flat = flat / np.median(flat)
-    flat = (np.round(flat * 2 ** 14) / 2 ** 14).astype(np.float32)
-
-    mask = np.zeros((ny, nx), dtype=np.uint8)
-    if bad_pixels:
-        n_bad = max(int(1e-4 * nx * ny), 1)
-        mask.flat[rng.choice(nx * ny, n_bad, replace=False)] = 1
-        for _ in range(3):
-            x = int(rng.integers(10, nx - 10))
-            y0 = int(rng.integers(0, ny // 2))
-            mask[y0:y0 + int(rng.integers(ny // 4, ny // 2)), x] = 2
-    return SimCalibrations(bias.astype(np.float32), dark.astype(np.float32), flat, mask, int(seed))
-
-
-# --------------------------------------------------------------------------- geometry
-
-def make_wcs(ra, dec, rotation_deg=0.0, camera=EL_NINO, *, sip=False):
-    """A TAN (or TAN-SIP) WCS centred on (`ra`, `dec`) at the image centre.
-
-    North is up and east left at rotation 0; `rotation_deg` turns the sky counter-clockwise
-    on the image. With `sip`, a mild second/third-order distortion (~1 pixel at the corners).
-
-    Returns
-    -------
-    astropy.io.fits.Header
-        The header (as an astrometry.net ``.wcs`` file holds it); build a WCS with
-        ``astropy.wcs.WCS(header)``.
-    """
-    from astropy.io import fits
-
-    if not (np.isfinite(ra) and np.isfinite(dec) and -90 <= dec <= 90):
-        raise InputError(None, f"pointing RA {ra}, Dec {dec} is not a valid sky position (deg)")
-    scale = camera.pixel_scale_arcsec / 3600.0
-    theta = np.radians(rotation_deg)
-    cd = scale * np.array([[-np.cos(theta), np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    suffix = "-SIP" if sip else ""
-    h = fits.Header()
-    h["WCSAXES"] = 2
-    h["CTYPE1"] = ("RA---TAN" + suffix, "TAN (gnomonic) projection" + (" + SIP" if sip else ""))
-    h["CTYPE2"] = ("DEC--TAN" + suffix, "TAN (gnomonic) projection" + (" + SIP" if sip else ""))
-    h["EQUINOX"] = (2000.0, "Equatorial coordinates definition (yr)")
-    h["LONPOLE"] = 180.0
-    h["LATPOLE"] = 0.0
-    h["CRVAL1"] = (float(ra % 360.0), "RA  of reference point")
-    h["CRVAL2"] = (float(dec), "DEC of reference point")
-    h["CRPIX1"] = (camera.centre[0] + 1.0, "X reference pixel (1-indexed)")
-    h["CRPIX2"] = (camera.centre[1] + 1.0, "Y reference pixel (1-indexed)")
-    h["CUNIT1"] = ("deg", "X pixel scale units")
-    h["CUNIT2"] = ("deg", "Y pixel scale units")
-    h["CD1_1"] = (float(cd[0, 0]), "Transformation matrix")
-    h["CD1_2"] = (float(cd[0, 1]), "no comment")
-    h["CD2_1"] = (float(cd[1, 0]), "no comment")
-    h["CD2_2"] = (float(cd[1, 1]), "no comment")
-    h["IMAGEW"] = (camera.nx, "Image width,  in pixels.")
-    h["IMAGEH"] = (camera.ny, "Image height, in pixels.")
-    if sip:
-        half = np.hypot(*camera.centre)
-        k = 0.8 / half ** 2  # ~0.8 pix of quadratic distortion at the corners
-        coeffs = {"A": {(2, 0): 0.6 * k, (1, 1): -0.3 * k, (0, 2): 0.2 * k, (3, 0): 0.3 * k / half,
-                        (1, 2): 0.2 * k / half},
-                  "B": {(2, 0): -0.2 * k, (1, 1): 0.4 * k, (0, 2): 0.5 * k, (2, 1): 0.2 * k / half,
-                        (0, 3): 0.3 * k / half}}
-        for axis, terms in coeffs.items():
-            h[f"{axis}_ORDER"] = (3, "Polynomial order, axis " + ("1" if axis == "A" else "2"))
-            for p in range(4):
-                for q in range(4 - p):
-                    if p + q >= 2:
-                        h[f"{axis}_{p}_{q}"] = float(terms.get((p, q), 0.0))
-    h.add_comment("Simulated astrometric solution (pc_gpu.sim), astrometry.net .wcs layout")
-    return h
-
-
-def _wcs_from_header(header):
-    import warnings
-
-    from astropy.wcs import WCS
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return WCS(header)
-
-
-# --------------------------------------------------------------------------- PSF and apertures
-
-def _erf(x):
-    from scipy.special import erf
-
-    return erf(x)
-
-
-def _pixel_profile(centre, sigma, start, n):
-    """Fraction of a unit 1-D Gaussian in pixels start..start+n-1 (edges at +-0.5): (nstar, n)."""
-    edges = start[:, None] + np.arange(n + 1)[None, :] - 0.5 - centre[:, None]
-    cdf = 0.5 * _erf(edges / (np.sqrt(2.0) * sigma[:, None]))
-    return np.diff(cdf, axis=1)
-
-
-def _psf_box(x, y, sigma, hw):
-    """Pixel-integrated PSF (fractions of total flux) in a (2hw+1)^2 box around each star.
-
-    Returns the boxes (nstar, 2hw+1, 2hw+1) and their lower-left pixel (ix0, iy0).
-    """
-    ix0 = np.rint(x).astype(np.int64) - hw
-    iy0 = np.rint(y).astype(np.int64) - hw
-    n = 2 * hw + 1
-    box = np.zeros((x.size, n, n))
-    for weight, scale in ((1.0 - _WING_WEIGHT, 1.0), (_WING_WEIGHT, _WING_SCALE)):
-        px = _pixel_profile(x, sigma * scale, ix0, n)
-        py = _pixel_profile(y, sigma * scale, iy0, n)
-        box += weight * py[:, :, None] * px[:, None, :]
-    return box, ix0, iy0
-
-
-def _circle_lower_left_area(u, v, r):
-    """Area of the disc of radius r at the origin with X <= u and Y <= v (exact)."""
-    def prim(a):  # integral of sqrt(r^2 - t^2) from 0 to a, |a| <= r
-        return 0.5 * (a * np.sqrt(np.maximum(r * r - a * a, 0.0)) + r * r * np.arcsin(a / r))
-
-    uc = np.clip(u, -r, r)
-    vc = np.clip(v, -r, r)
-    w = np.sqrt(np.maximum(r * r - vc * vc, 0.0))
-    base = prim(uc) - prim(-r)
-    outer = (prim(np.minimum(uc, -w)) - prim(-r)) + (prim(np.maximum(uc, w)) - prim(w))
-    inner = vc * (np.clip(uc, -w, w) + w)
-    return base + np.sign(vc) * outer + inner
-
-
-def aperture_fractions(x, y, sigma, radii):
-    """Fraction of each star's flux inside circular apertures, as an exact-overlap sum would see it.
-
-    The pixel-integrated PSF in each pixel is weighted by the exact area of the pixel inside the
-    circle (closed-form circle/rectangle overlap), independent of any pipeline code.
-
-    Parameters
-    ----------
-    x, y : array_like
-        Star positions, pixels (0-indexed, pixel centres at integers).
-    sigma : array_like
-        Core Gaussian sigma of each star, pixels.
-    radii : sequence of float
-        Aperture radii, pixels (at most `_APER_HW` - 1).
-
-    Returns
-    -------
-    numpy.ndarray
-        (nstar, nradii) fractions.
-    """
-    x, y, sigma = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (x, y, sigma))
-    box, ix0, iy0 = _psf_box(x, y, sigma, _APER_HW)
-    n = 2 * _APER_HW + 1
-    ue = (ix0[:, None] + np.arange(n + 1)[None, :] - 0.5 - x[:, None])[:, None, :]
-    ve = (iy0[:, None] + np.arange(n + 1)[None, :] - 0.5 - y[:, None])[:, :, None]
-    out = np.empty((x.size, len(radii)))
-    for k, r in enumerate(radii):
-        g = _circle_lower_left_area(ue, ve, float(r))
-        area = g[:, 1:, 1:] - g[:, :-1, 1:] - g[:, 1:, :-1] + g[:, :-1, :-1]
-        out[:, k] = np.einsum("sij,sij->s", area, box)
-    return out
-
-
-# --------------------------------------------------------------------------- the frame
 
 @dataclass
 class SimFrame:
@@ -325,25 +98,6 @@ class SimFrame:
         return _wcs_from_header(self.wcs_header)
 
 
-def _utc(obs_time):
-    if isinstance(obs_time, dt.datetime):
-        value = obs_time
-    else:
-        try:
-            value = dt.datetime.fromisoformat(str(obs_time).replace("Z", ""))
-        except ValueError:
-            raise InputError(None, f"observation time {obs_time!r} is not ISO 'YYYY-MM-DDTHH:MM:SS' "
-                                   "(UTC)") from None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value.replace(microsecond=0)
-
-
-def raw_filename(obs_time_utc, frame_number, exptime_s, camera=EL_NINO):
-    """Camera-style raw file name: local 'YYYYMMDD.HHMMSS.FFFFF_EEEEE.fits' (F frame, E ms)."""
-    local = _utc(obs_time_utc) + dt.timedelta(hours=camera.timezone_offset_hours)
-    return f"{local:%Y%m%d.%H%M%S}.{int(frame_number):05d}_{int(round(exptime_s * 1000)):05d}.fits"
-
 
 _TRUTH_DTYPE = [
     ("SOURCE_ID", "i8"), ("RA", "f8"), ("DEC", "f8"), ("X", "f8"), ("Y", "f8"),
@@ -354,39 +108,6 @@ _TRUTH_DTYPE = [
     ("SATURATED", "?"), ("IN_FRAME", "?"), ("EDGE_DIST_PIX", "f4"), ("ELLIPTICITY", "f4"),
     ("PSF_PA_DEG", "f4"),
 ]
-
-
-def _field_stars(gaia_dir, wcs, camera, margin, max_g, min_g):
-    ny, nx = camera.shape
-    gx, gy = np.meshgrid(np.linspace(-margin, nx - 1 + margin, 60),
-                         np.linspace(-margin, ny - 1 + margin, 60))
-    ra, dec = wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
-    import astropy.units as u
-
-    pixels = np.unique(_healpix().lonlat_to_healpix(ra * u.deg, dec * u.deg))
-    stars = read_chunk_tree(gaia_dir, pixels)
-    keep = np.isfinite(stars["PHOT_G_MEAN_MAG"]) & (stars["PHOT_G_MEAN_MAG"] <= max_g)
-    if min_g is not None:
-        keep &= stars["PHOT_G_MEAN_MAG"] >= min_g
-    return stars[keep]
-
-
-def _dome_factor(camera, x, y):
-    """Transmission of the dome edge: a large disc off the lower-left corner, soft edge."""
-    ny, nx = camera.shape
-    d = np.hypot(x + 0.25 * nx, y + 0.35 * ny) - 0.75 * ny
-    return _DOME_TRANSMISSION + (1 - _DOME_TRANSMISSION) / (1 + np.exp(-np.clip(d / 8.0, -50, 50)))
-
-
-def _add_stamps(signal, box, ix0, iy0, flux, camera):
-    """Add PSF boxes (fractions, lower-left pixel ix0, iy0) times `flux` into the flat `signal`."""
-    ny, nx = camera.shape
-    size = box.shape[1]
-    cols = ix0[:, None, None] + np.arange(size)[None, None, :]
-    rows = iy0[:, None, None] + np.arange(size)[None, :, None]
-    ok = (cols >= 0) & (cols < nx) & (rows >= 0) & (rows < ny)
-    values = box * flux[:, None, None]
-    signal += np.bincount((rows * nx + cols)[ok], weights=values[ok], minlength=ny * nx)
 
 
 def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
@@ -692,130 +413,6 @@ def simulate_frame(gaia_dir, ra, dec, *, rotation_deg=0.0, exptime_s=20.0,
     ]
     return SimFrame(raw, header, wcs_header, truth, truth_header, streaks, cal, filename,
                     signal if keep_signal else None)
-
-
-# --------------------------------------------------------------------------- writing
-
-@dataclass(frozen=True)
-class FramePaths:
-    """Where `write_frame` put a frame's files."""
-
-    raw: str
-    wcs: str
-    truth: str
-
-
-def _atomic_write_bytes(path, data, overwrite):
-    if os.path.exists(path) and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise InputError(path, f"cannot write ({exc.strerror or exc})") from None
-
-
-def _ensure_dir(path):
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise InputError(path, f"cannot create output directory ({exc.strerror or exc})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(path, "output directory is not writable")
-
-
-def _hdu_bytes(hdu):
-    buffer = io.BytesIO()
-    hdu.writeto(buffer)
-    return buffer.getvalue()
-
-
-def _truth_bytes(frame, directory):
-    import fitsio
-
-    tmp = os.path.join(directory, f".truth.tmp{os.getpid()}.fits")
-    try:
-        with fitsio.FITS(tmp, "rw", clobber=True) as out:
-            out.write(frame.truth, extname="TRUTH", header=frame.truth_header)
-            out.write(frame.streaks, extname="STREAKS",
-                      header=[{"name": "COMMENT", "value": "streak endpoints in pixels (0-indexed),"},
-                              {"name": "COMMENT", "value": "may lie outside the frame"}])
-        with open(tmp, "rb") as handle:
-            return handle.read()
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_frame(frame, raw_dir, *, truth_dir=None, overwrite=False):
-    """Write a `SimFrame`: raw FITS and ``.wcs`` in `raw_dir`, truth table in `truth_dir`.
-
-    The raw file is BITPIX 16 unsigned (BZERO 32768) with the camera header; the ``.wcs`` file
-    (RAW.fits -> RAW.wcs) is a header-only FITS file, written last so a watcher that triggers on
-    ``.wcs`` files always finds the raw frame. The truth file (``RAW-truth.fits``; default
-    directory ``raw_dir/truth``) has HDU ``TRUTH`` (one row per rendered star: SOURCE_ID, RA,
-    DEC, X, Y, PHOT_*_MEAN_MAG, G_PRIME, SYNTHETIC, SYNTHETIC_COLOR, ZP_STAR, DOME_FACTOR,
-    FWHM_PIX, FLUX_ADU_PER_S, FLUX_ADU, APER_FRAC[7], APER_FLUX_ADU[7], PEAK_RAW_MODEL,
-    SATURATED, IN_FRAME, EDGE_DIST_PIX; frame truth in its header) and HDU ``STREAKS``.
-    Every file is written to a temporary name and renamed; existing files raise
-    `OutputExistsError` unless `overwrite`.
-    """
-    from astropy.io import fits
-
-    raw_dir = os.fspath(raw_dir)
-    truth_dir = os.path.join(raw_dir, "truth") if truth_dir is None else os.fspath(truth_dir)
-    _ensure_dir(raw_dir)
-    _ensure_dir(truth_dir)
-    raw_path = os.path.join(raw_dir, frame.filename)
-    wcs_path = raw_path[:-len(".fits")] + ".wcs"
-    truth_path = os.path.join(truth_dir, frame.filename[:-len(".fits")] + "-truth.fits")
-    for path in (raw_path, wcs_path, truth_path):
-        if os.path.exists(path) and not overwrite:
-            raise OutputExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    _atomic_write_bytes(truth_path, _truth_bytes(frame, truth_dir), overwrite)
-    hdu = fits.PrimaryHDU(data=frame.raw, header=frame.header.copy())
-    _atomic_write_bytes(raw_path, _hdu_bytes(hdu), overwrite)
-    _atomic_write_bytes(wcs_path, _hdu_bytes(fits.PrimaryHDU(header=frame.wcs_header.copy())),
-                        overwrite)
-    log.info("wrote %s (+ .wcs, truth %s)", raw_path, truth_path)
-    return FramePaths(raw_path, wcs_path, truth_path)
-
-
-def write_calibrations(calibrations, meta_dir, *, overwrite=False):
-    """Write the four META products (gzip FITS, byte-deterministic) and return their paths.
-
-    ``pc_badpix_mask.fits.gz`` (uint8, nonzero = bad), ``pc_master_bias.fits.gz`` (ADU),
-    ``pc_master_dark.fits.gz`` (ADU/s), ``pc_master_flat.fits.gz`` (median 1).
-    """
-    from astropy.io import fits
-
-    meta_dir = os.fspath(meta_dir)
-    _ensure_dir(meta_dir)
-    products = {
-        "mask": (calibrations.mask, "", "static bad pixels: nonzero = bad (1 pixel, 2 column)"),
-        "bias": (calibrations.bias, "adu", "master bias (noiseless simulated structure)"),
-        "dark": (calibrations.dark, "adu/s", "master dark current (simulated truth)"),
-        "flat": (calibrations.flat, "", "master flat, median 1 (simulated truth)"),
-    }
-    paths = {}
-    for key, (data, unit, text) in products.items():
-        header = fits.Header()
-        if unit:
-            header["BUNIT"] = unit
-        header["SIMULATD"] = (True, "simulated by pc_gpu.sim")
-        header["CALSEED"] = (int(calibrations.seed), "calibration seed")
-        header.add_comment(text)
-        payload = _hdu_bytes(fits.PrimaryHDU(data=data, header=header))
-        path = os.path.join(meta_dir, CALIB_FILES[key])
-        _atomic_write_bytes(path, gzip.compress(payload, compresslevel=1, mtime=0), overwrite)
-        paths[key] = path
-    log.info("wrote calibrations to %s", meta_dir)
-    return paths
 
 
 # --------------------------------------------------------------------------- command line
