@@ -13,7 +13,7 @@ __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("pc_gpu.archive")
 
-_CHUNK = {"local": 4, "gpu": 64, "dask": 16}
+_CHUNK = {"local": 4, "gpu": 64, "dask": 8}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,7 +52,7 @@ def build_parser():
                    help="worker processes (local pool and --scheduler local; default: the cores)")
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on Dask: tcp://HOST:PORT of a running scheduler, or 'local' for a LocalCluster")
-    g.add_argument("--chunk_size", type=int, metavar="N", help="frames per task (default 4 local, 64 GPU, 16 Dask)")
+    g.add_argument("--chunk_size", type=int, metavar="N", help="frames per task (default 4 local, 64 GPU, 8 Dask)")
     g.add_argument("--io_threads", type=int, default=4, metavar="N",
                    help="GPU engine: host threads reading ahead and writing behind (default 4)")
     g.add_argument("--write_detrended", action="store_true", help="also write -detrended.fits")

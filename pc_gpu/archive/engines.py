@@ -99,8 +99,12 @@ class DaskEngine:
                 logging.getLogger(name).setLevel(logging.WARNING)  # dask logs every connection at INFO
         self.cluster = None
         if scheduler == "local":
-            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None)
+            import dask
+
+            # no dashboard, so no use for the workers' stack sampling (every 10 ms) either
+            with dask.config.set({"distributed.worker.profile.enabled": False}):
+                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=None)
             self.client = Client(self.cluster)
         else:
             try:
