@@ -130,7 +130,8 @@ def main(argv=None):
 def _run(args, plot_worker):
     """Reduce the frame `args` name; returns the exit status."""
     from .errors import PCError, TelescopeMotion
-    from .pipeline import Reducer, process_frame
+    from .frameout import process_frame
+    from .pipeline import Reducer
     from .telemetry import redis_settings as settings_from_environment
 
     try:

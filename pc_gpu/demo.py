@@ -26,7 +26,8 @@ def main(argv=None):
     from .backend import get_backend
     from .errors import PCError
     from .kernels import warm_up
-    from .pipeline import Reducer, RunOptions, process_frame
+    from .frameout import process_frame
+    from .pipeline import Reducer, RunOptions
     from .sim import make_demo_field
 
     try:

@@ -162,7 +162,7 @@ class RealtimeService:
 
         Never raises for a bad frame: the outcome event (done, skipped or failed) is returned.
         """
-        from .pipeline import write_outputs
+        from .frameout import write_outputs
 
         raw_path = os.path.abspath(os.fspath(raw_path))
         name = os.path.basename(raw_path)

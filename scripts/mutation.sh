@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 # their tests that call the mutated function)
 declare -A TESTS=(
     [pipeline]="test_pipeline.py test_proc_flags.py test_zeropoints_truth.py test_plots.py test_cli_errors.py test_streaks_pipeline.py"
+    [frameout]="test_pipeline.py test_proc_flags.py test_plots.py test_cli_errors.py test_outputs.py test_wcs_refine.py"
     [detrend]="test_pipeline.py test_proc_flags.py test_stage_units.py"
     [sky]="test_pipeline.py test_proc_flags.py test_stage_units.py"
     [gaia]="test_pipeline.py test_proc_flags.py test_cli_errors.py"

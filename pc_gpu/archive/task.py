@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from ..camera import EL_NINO, Camera
 from ..errors import PCError, TelescopeMotion
 from ..outputs import remove_outputs
-from ..pipeline import Reducer, RunOptions, finish_frame
+from ..frameout import finish_frame
+from ..pipeline import Reducer, RunOptions
 from .season import rows_from_tables
 
 __all__ = ["TaskSpec", "reduce_chunk", "reducer_for", "reduce_loaded", "STOPPED"]
