@@ -155,6 +155,8 @@ def test_raw_reader_pixels_equal_astropy_and_refuses_truncated_files(small_field
     frame = read_raw(small_field.raw, small_camera)
     assert frame.image.dtype == np.uint16 and frame.image.flags.c_contiguous
     np.testing.assert_array_equal(frame.image, expected)
+    rows, cols = np.array([0, 5, small_camera.ny - 1]), np.array([small_camera.nx - 1, 7, 0])
+    np.testing.assert_array_equal(frame.values((rows, cols)), expected[rows, cols])  # the catalogue's read
     assert list(frame.header.items()) == list(header.items())
 
     rng = np.random.default_rng(2)
