@@ -160,6 +160,10 @@ def test_frame_page_shows_thumbnail_checkplot_and_tables(reduced):
     zp = fitsio.read(os.path.join(reduced.out, reduced.night, frame + "-summary.fits"), ext="ZEROPOINTS")
     assert f"{zp['zp_adu_per_s'][0]:.4f}" in page
     assert "Streak detection did not run" in page
+    # where the WCS came from and how well it fits, from the summary's header
+    header = fitsio.read_header(os.path.join(reduced.out, reduced.night, frame + "-summary.fits"))
+    assert header["WCSORIG"] == "refined" and "WCSORIG" in page and "WCSRMSRA" in page
+    assert f"{header['WCSNSTAR']}" in page
 
 
 def test_thumbnail_binning_and_stretch():

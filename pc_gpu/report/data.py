@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from ..astrometry.pointing import POINTING_FIELDS
 from ..camera import EL_NINO
 from ..ledger import FINAL_EVENTS, Ledger
 from ..obstime import observing_night
@@ -154,7 +155,8 @@ def read_summary(path, outdir, *, camera=EL_NINO):
         row["files"][kind] = (os.path.relpath(candidate, outdir).replace(os.sep, "/")
                               if os.path.exists(candidate) else None)
     keep = ("DATE", "TIME", "EXPOSURE", "EXPTIME", "RADEG", "DECDEG", "DOMEFLAG", "PCGPUVER", "PCDEVICE",
-            "FLATFLD", "CALFALLB", "OBSNIGHT", "STRKTOUT", "NSTREAKS", "ZPFLAG")
+            "FLATFLD", "CALFALLB", "OBSNIGHT", "STRKTOUT", "NSTREAKS", "ZPFLAG", "WCSVERIF",
+            *(keyword for keyword, _ in POINTING_FIELDS.values()))
     details = {"zeropoints": _records(zps), "sky": _records(sky),
                "streaks": None if streaks is None else _records(streaks), "conditions": cond_rows,
                "header": [(k, _text(header[k])) for k in keep if k in header]}
