@@ -325,7 +325,7 @@ class Reducer:
             centroids.update(self._recentroid(images, measured, [i]))
             guesses_moved = True
         ra, dec = stars["RA"][use], stars["DEC"][use]
-        fit = refine_wcs(ra, dec, xc[use], yc[use], wcs, cam.centre)
+        fit = refine_wcs(ra, dec, xc[use], yc[use], wcs, cam.centre, shape=cam.shape)
         if fit is not None and max(fit.rms_ra_arcsec, fit.rms_dec_arcsec) > _MAX_RMS_PIX * cam.pixel_scale_arcsec:
             log.warning("%s: the refined WCS fits its %d stars to %.1f\" x %.1f\" only", frame.path, fit.n_used,
                         fit.rms_ra_arcsec, fit.rms_dec_arcsec)

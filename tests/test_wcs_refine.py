@@ -228,6 +228,27 @@ def test_fit_rejects_wrong_matches_and_recovers_the_distortion():
     # per-axis RMS: 0.05 pix of noise is 0.43 arcsec
     assert fit.rms_ra_arcsec == pytest.approx(0.05 * EL_NINO.pixel_scale_arcsec, rel=0.15)
     assert fit.rms_dec_arcsec == pytest.approx(0.05 * EL_NINO.pixel_scale_arcsec, rel=0.15)
+    assert fit.wcs.sip.ap is None  # no image shape given: astropy inverts by iteration
+
+
+def test_refined_sip_carries_its_inverse():
+    """Given the image shape, a SIP solution has AP, BP inverting A, B over the image (sky to
+    pixel without iteration, for any reader of the header) to a thousandth of a pixel."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    truth, ra, dec, x, y, _ = _stars(600)
+    fit = refine_wcs(ra, dec, x, y, truth, EL_NINO.centre, shape=EL_NINO.shape)
+    assert fit.order == 3
+    header = fit.wcs.to_header(relax=True)
+    assert header["AP_ORDER"] == header["A_ORDER"] == 3
+    written = WCS(fits.Header.fromstring(header.tostring()))
+    gx, gy = np.meshgrid(np.linspace(0, EL_NINO.nx - 1, 17), np.linspace(0, EL_NINO.ny - 1, 13))
+    pix = np.column_stack([gx.ravel(), gy.ravel()])
+    back = written.sip_foc2pix(written.sip_pix2foc(pix, 0), 0)
+    assert np.abs(back - pix).max() < 1e-3
+    # the distortion is real: without AP, BP the focal-plane positions would be off by pixels
+    assert np.abs(written.sip_pix2foc(pix, 0) - pix).max() > 1.0
 
 
 @pytest.mark.parametrize("n, order", [(MIN_STARS - 1, None), (20, 1), (60, 2), (150, 3)])

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tan import design, from_tangent_plane, poly_terms, split_coefficients, tan_sip_wcs, tangent_plane
+from .tan import (design, from_tangent_plane, inverse_sip, poly_terms, split_coefficients, tan_sip_wcs,
+                  tangent_plane)
 
 __all__ = ["WcsFit", "refine_wcs", "sip_order_for", "fit_star_mask", "affine_correction", "near_field",
            "carried_centroids", "MIN_STARS"]
@@ -86,7 +87,7 @@ def _clipped_fit(u, v, xi, eta, valid, keep, order, scale, pix_deg):
     return coef, keep
 
 
-def refine_wcs(ra, dec, x, y, wcs, crpix, *, max_order=3):
+def refine_wcs(ra, dec, x, y, wcs, crpix, *, max_order=3, shape=None):
     """Fit a TAN-SIP WCS to stars at sky positions (ra, dec) measured at pixels (x, y).
 
     Parameters
@@ -102,6 +103,8 @@ def refine_wcs(ra, dec, x, y, wcs, crpix, *, max_order=3):
     max_order : int
         Highest polynomial order (3: SIP to third order); fewer stars lower it
         (`sip_order_for`).
+    shape : (int, int), optional
+        Image (ny, nx): a SIP solution then carries its inverse polynomials AP, BP, fitted over it.
 
     Returns
     -------
@@ -137,7 +140,8 @@ def refine_wcs(ra, dec, x, y, wcs, crpix, *, max_order=3):
     resid = (np.column_stack([xi, eta]) - design(u, v, poly_terms(order), scale) @ coef)[keep] * 3600.0
     rms = np.sqrt(np.mean(resid ** 2, axis=0))
     cd, (a, b) = split_coefficients(coef, scale)  # the constant term is ~0 by now
-    wcs = tan_sip_wcs(crpix, (ra0, dec0), cd, order=order, scale=scale, a=a, b=b)
+    ap, bp = inverse_sip(a, b, order, scale, crpix, shape) if order > 1 and shape is not None else (None, None)
+    wcs = tan_sip_wcs(crpix, (ra0, dec0), cd, order=order, scale=scale, a=a, b=b, ap=ap, bp=bp)
     return WcsFit(wcs, order, keep, float(rms[0]), float(rms[1]))
 
 

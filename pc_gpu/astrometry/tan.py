@@ -20,14 +20,17 @@ different ends:
   astropy WCS.
 - `tansip.fit_tan_sip` is the plate solver's inner fit, called for every candidate quad on
   clean matches at a given order: it solves the normal equations (about 100 times cheaper than
-  SVD under load), moves the tangent point a fixed number of times, and fits the inverse
-  polynomials AP, BP on a grid so that `TanSip.sky_to_pixel` needs no iteration.
+  SVD under load) and moves the tangent point a fixed number of times.
+
+Both give their SIP solutions the inverse polynomials AP, BP, fitted on a grid over the image
+(`inverse_sip`), so that sky-to-pixel needs no iteration (`TanSip.sky_to_pixel`, and any reader
+of the headers).
 """
 
 import numpy as np
 
 __all__ = ["tangent_plane", "from_tangent_plane", "cos_distance", "poly_terms", "design",
-           "split_coefficients", "tan_sip_wcs"]
+           "split_coefficients", "inverse_sip", "tan_sip_wcs"]
 
 
 def cos_distance(ra, dec, ra0, dec0):
@@ -110,6 +113,34 @@ def split_coefficients(coef, scale):
     """
     cd = coef[1:3].T / scale
     return cd, np.linalg.solve(cd, coef[3:].T)
+
+
+def inverse_sip(a, b, order, scale, crpix, shape, *, n_grid=24):
+    """Inverse SIP coefficients (AP, BP) of forward ones: least squares on an n_grid x n_grid
+    grid over the image, so that u = U + AP(U, V), v = V + BP(U, V) where U = u + A(u, v),
+    V = v + B(u, v).
+
+    Parameters
+    ----------
+    a, b : array_like
+        Forward coefficients over ``poly_terms(order, 2)``, pixels per (u / scale)^p (v / scale)^q.
+    crpix : (float, float)
+        Reference pixel, 0-indexed.
+    shape : (int, int)
+        Image (ny, nx).
+
+    Returns (ap, bp), in the units of `a`, `b` (monomials of U / scale, V / scale).
+    """
+    ny, nx = shape
+    gx, gy = np.meshgrid(np.linspace(0, nx - 1, n_grid), np.linspace(0, ny - 1, n_grid))
+    gu, gv = gx.ravel() - crpix[0], gy.ravel() - crpix[1]
+    terms = poly_terms(order, 2)
+    forward = design(gu, gv, terms, scale)
+    uu, vv = gu + forward @ np.asarray(a, np.float64), gv + forward @ np.asarray(b, np.float64)
+    inverse = design(uu, vv, terms, scale)
+    rhs = np.column_stack([gu - uu, gv - vv])
+    ap, bp = np.linalg.solve(inverse.T @ inverse, inverse.T @ rhs).T
+    return ap, bp
 
 
 def _sip_matrix(coeffs, order, scale):

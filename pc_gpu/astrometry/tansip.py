@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .tan import (cos_distance, design, from_tangent_plane, poly_terms, split_coefficients, tan_sip_wcs,
-                  tangent_plane)
+from .tan import (cos_distance, design, from_tangent_plane, inverse_sip, poly_terms, split_coefficients,
+                  tan_sip_wcs, tangent_plane)
 
 __all__ = ["TanSip", "fit_tan_sip"]
 
@@ -110,11 +110,5 @@ def fit_tan_sip(x, y, ra, dec, *, crpix, crval, order=1, shape=None, iterations=
     cd, (a, b) = split_coefficients(coef, _NORM)
     if order < 2:
         return TanSip(crpix=tuple(crpix), crval=crval, cd=cd)
-    ny, nx = shape
-    gx, gy = np.meshgrid(np.linspace(0, nx - 1, 24), np.linspace(0, ny - 1, 24))
-    gu, gv = gx.ravel() - crpix[0], gy.ravel() - crpix[1]
-    sip_terms = poly_terms(order, 2)
-    uu, vv = gu + _poly(a, gu, gv, sip_terms), gv + _poly(b, gu, gv, sip_terms)
-    inv_design = design(uu, vv, sip_terms, _NORM)
-    ap, bp = _lstsq(inv_design, np.column_stack([gu - uu, gv - vv])).T
+    ap, bp = inverse_sip(a, b, order, _NORM, crpix, shape)
     return TanSip(crpix=tuple(crpix), crval=crval, cd=cd, order=order, a=a, b=b, ap=ap, bp=bp)
