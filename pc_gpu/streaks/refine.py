@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ends import _END_WINDOW, EDGE_LOGLIK, _ends, edge_loglik, line_extent, snap_to_edges
-from .measure import FWHM_PER_SIGMA, fit_profile
+from .measure import FWHM_PER_SIGMA, fit_line, fit_profile
 from .table import MEASURED
 
 
@@ -279,9 +279,12 @@ def _refine(ctx, x0, y0, x1, y1):
         _, _, swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _column_signal(vf - sky, df, sigma)
     e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
     e0, e1 = max(e0, m_lo), min(e1, m_hi)
-    fit = _measure(ctx, horizontal, slope, icpt, e0, e1, sigma)
-    # an end within the streak's width of the frame edge it runs into is on that edge, and so
-    # is one where the data allow the streak to run on to that edge (masked pixels included)
+    # an end within the streak's width of the frame edge it runs into is on that edge: it is
+    # measured (and the line fitted) out to the edge, and put where the refined line crosses it;
+    # so is one where the data allow the streak to run on to that edge (masked pixels included),
+    # measured only out to where the data see it
+    s0, s1, _ = snap_to_edges(e0, e1, icpt, slope, (na, minor_lim), FWHM_PER_SIGMA * sigma + 1.0)
+    fit, icpt, slope = _measure(ctx, horizontal, slope, icpt, s0, s1, sigma, (m_lo, m_hi))
     tol = (fit.fwhm if fit is not None else FWHM_PER_SIGMA * sigma) + 1.0
     lr = edge_loglik(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
     e0, e1, edge = snap_to_edges(e0, e1, icpt, slope, (na, minor_lim), tol,
@@ -305,17 +308,32 @@ def _refine(ctx, x0, y0, x1, y1):
     return out
 
 
-def _measure(ctx, horizontal, slope, icpt, e0, e1, sigma):
+def _measure(ctx, horizontal, slope, icpt, e0, e1, sigma, extent):
     """Profile fit (`measure.fit_profile`, ADU) across the streak between its ends (major
-    coordinates e0, e1), leaving out where it fades at each end; None when it fails."""
+    coordinates e0, e1), leaving out where it fades at an end inside the frame (`extent`: the
+    major coordinates where the line leaves the frame); the line is refined on the same band
+    (`measure.fit_line`) and the profile fitted again about it.
+
+    Returns (fit or None when it fails, icpt, slope)."""
     cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
     margin = int(math.ceil((3.0 * sigma + 1.0) * cosphi))
     a0, a1 = int(math.ceil(e0)), int(math.floor(e1))
     if a1 - a0 > 2 * margin + 10:
-        a0, a1 = a0 + margin, a1 - margin
+        a0 += margin if e0 > extent[0] else 0
+        a1 -= margin if e1 < extent[1] else 0
     if a1 - a0 < 3:
-        return None
+        return None, icpt, slope
     kk = max(ctx.params.band_half_width_pix, int(math.ceil((4.0 * sigma + 6.0) / cosphi)))
-    v, d = _gather_band(ctx, horizontal, slope, icpt, a0, a1, valid=ctx.usable, raw_adu=True,
-                        half_width=kk)
-    return fit_profile(v, d, slope=slope, sigma0=sigma)
+    fit = None
+    for refit in (True, False):
+        v, d = _gather_band(ctx, horizontal, slope, icpt, a0, a1, valid=ctx.usable, raw_adu=True,
+                            half_width=kk)
+        fit = fit_profile(v, d, slope=slope, sigma0=sigma if fit is None else fit.sigma)
+        if fit is None or not refit:
+            break
+        line = fit_line(v, d, np.arange(a0, a1 + 1), fit, slope=slope)
+        if line is None:
+            break
+        icpt += line[0] / cosphi
+        slope += line[1] / cosphi
+    return fit, icpt, slope
