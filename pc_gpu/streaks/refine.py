@@ -18,6 +18,7 @@ class _Ctx:
     bad: object
     valid: object
     usable: object
+    filled: object  # blocks with at least half their pixels good (no cell mask)
     bkg: object
     sig: object
     b: int
@@ -272,10 +273,13 @@ def _refine(ctx, x0, y0, x1, y1):
     span = (max(int(math.ceil(m_lo)), 0), min(int(math.floor(m_hi)), na - 1))
     # the ends from the same line with stars masked by their pixels only (their blocks would
     # hide up to a block more of a streak ending near one), gathered again around each end
+    # without the cells masked as steep gradients: a bright streak raises the background of the
+    # cells it crosses, and one that then looks steep, masked with its neighbours, would hide
+    # its end
     swv_f, sw2_f = swv.copy(), sw2.copy()
     for c in (a, bb):
         w0, w1 = max(c - _END_WINDOW - 1, 0), min(c + _END_WINDOW + 1, na - 1)
-        vf, df = _gather_band(ctx, horizontal, slope, icpt, w0, w1, valid=ctx.usable)
+        vf, df = _gather_band(ctx, horizontal, slope, icpt, w0, w1, valid=ctx.filled)
         _, _, swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _column_signal(vf - sky, df, sigma)
     e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
     e0, e1 = max(e0, m_lo), min(e1, m_hi)
