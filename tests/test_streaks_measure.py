@@ -128,6 +128,65 @@ def test_corner_pieces_end_on_the_edge_at_the_crossing():
             assert err <= 0.5, (t, d, err)
 
 
+def _streak_on_noise(shape, x0, y0, x1, y1, fwhm, snr100, noise=20.0, seed=0, extra=None):
+    """A white-noise image (sky 500, t = 1 s) with one simulated streak of the given SNR100,
+    `extra` (an image) added; returns the image and the streak's truth row."""
+    s = fwhm / FWHM_PER_SIGMA
+    flux = snr100 * math.sqrt(noise ** 2 * 2 * math.sqrt(math.pi) * s) / 10.0
+    truth = streak_truth([(x0, y0, x1, y1, s, flux)], shape)
+    img = np.zeros(shape)
+    render_streaks(img, truth)
+    if extra is not None:
+        img += extra
+    img += 500.0 + np.random.default_rng(seed).normal(0.0, noise, shape)
+    return img.astype(np.float32), truth[0]
+
+
+def _end_errors(res, t):
+    """Distances (pix) of the detected ends from the true ends of streak `t`."""
+    assert len(res.table) == 1, res.table
+    d = res.table[0]
+    return [min(math.hypot(d["x0"] - x, d["y0"] - y), math.hypot(d["x1"] - x, d["y1"] - y))
+            for x, y in ((t["X0"], t["Y0"]), (t["X1"], t["Y1"]))]
+
+
+def test_end_on_a_faint_star():
+    # a bright streak (SNR100 100) whose end lies 5 pix past a faint catalogue star on its line
+    # (peak 3 sigma): the star's pixel mask is 2 pix, so the data still show where the streak
+    # stops (a 4-pix mask hid the end, which then landed mid-mask, ~5 pix off)
+    from pc_gpu.backend import get_backend
+
+    shape = (200, 300)
+    a = math.radians(10.0)
+    x1, y1 = 220.0, 100.0
+    sx, sy = x1 - 5 * math.cos(a), y1 - 5 * math.sin(a)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    star_flux, star_sigma = 300.0, 0.85
+    star = star_flux / (2 * np.pi * star_sigma ** 2) * np.exp(-0.5 * ((xx - sx) ** 2 + (yy - sy) ** 2) / star_sigma ** 2)
+    img, t = _streak_on_noise(shape, x1 - 150 * math.cos(a), y1 - 150 * math.sin(a), x1, y1, 2.0, 100,
+                              seed=5, extra=star)
+    res = detect_streaks(img, None, np.array([sx]), np.array([sy]), np.array([star_flux]), exptime_s=1.0,
+                         backend=get_backend("cpu"))
+    # the ideal end at SNR100 100 is good to a fraction of a pixel
+    assert max(_end_errors(res, t)) <= 1.5, (res.table, _end_errors(res, t))
+
+
+def test_end_in_a_cell_masked_as_a_steep_gradient():
+    # a bright streak ending in the middle of a 32 x 32 cell whose sky is 10 ADU (two standard
+    # deviations of its 4 x 4 block means) above its neighbours': the cell and its neighbours are
+    # masked for detection as a steep gradient, but the end is still cut from the data (it was
+    # hidden, landing ~20 pix off)
+    from pc_gpu.backend import get_backend
+
+    shape = (240, 320)
+    step = np.zeros(shape)
+    step[96:128, 128:160] = 10.0
+    img, t = _streak_on_noise(shape, 20.0, 60.0, 144.0, 112.0, 3.0, 100, seed=6, extra=step)
+    res = detect_streaks(img, None, np.zeros(0), np.zeros(0), np.zeros(0), exptime_s=1.0,
+                         backend=get_backend("cpu"))
+    assert max(_end_errors(res, t)) <= 1.5, (res.table, _end_errors(res, t))
+
+
 def test_profile_fit_gives_up_on_too_few_pixels():
     assert fit_profile(np.ones((3, 5)), np.zeros((3, 5)), slope=0.0, sigma0=1.0) is None
 

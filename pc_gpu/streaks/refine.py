@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ends import _END_WINDOW, EDGE_LOGLIK, _ends, edge_loglik, line_extent, snap_to_edges
+from .ends import _END_WINDOW, EDGE_LOGLIK, _ends, edge_loglik, hidden_run, line_extent, snap_to_edges
 from .measure import FWHM_PER_SIGMA, fit_line, fit_profile
 from .table import MEASURED
 
@@ -273,15 +273,16 @@ def _refine(ctx, x0, y0, x1, y1):
     span = (max(int(math.ceil(m_lo)), 0), min(int(math.floor(m_hi)), na - 1))
     # the ends from the same line with stars masked by their pixels only (their blocks would
     # hide up to a block more of a streak ending near one), gathered again around each end
-    # without the cells masked as steep gradients: a bright streak raises the background of the
+    # without the cells masked as steep gradients (a bright streak raises the background of the
     # cells it crosses, and one that then looks steep, masked with its neighbours, would hide
-    # its end
+    # its end), out to _END_WINDOW columns past what the detection band could not see
+    reach = (_END_WINDOW + hidden_run(good, a, -1), _END_WINDOW + hidden_run(good, bb, 1))
     swv_f, sw2_f = swv.copy(), sw2.copy()
-    for c in (a, bb):
-        w0, w1 = max(c - _END_WINDOW - 1, 0), min(c + _END_WINDOW + 1, na - 1)
+    for w0, w1 in ((a - reach[0] - 1, a + _END_WINDOW + 1), (bb - _END_WINDOW - 1, bb + reach[1] + 1)):
+        w0, w1 = max(w0, 0), min(w1, na - 1)
         vf, df = _gather_band(ctx, horizontal, slope, icpt, w0, w1, valid=ctx.filled)
         _, _, swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _column_signal(vf - sky, df, sigma)
-    e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
+    e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu), reach)
     e0, e1 = max(e0, m_lo), min(e1, m_hi)
     # an end within the streak's width of the frame edge it runs into is on that edge: it is
     # measured (and the line fitted) out to the edge, and put where the refined line crosses it;
