@@ -53,6 +53,24 @@ def _gather_band(ctx, horizontal, slope, icpt, a0=0, a1=None, valid=None, raw_ad
     return ctx.to_host(v).T.astype(np.float64), ctx.to_host(d).T.astype(np.float64)
 
 
+def _local_band(ctx, horizontal, slope, icpt, a0, a1, sigma):
+    """Band over major coordinates a0..a1 in units of its own pixel noise above its own sky
+    (median and MAD of its pixels beyond 3 sigma + 2 pix of the line), not the cells' maps (a
+    bright streak raises the background and scatter of the cells it crosses); blocks masked
+    only where they lack pixels (not the cells masked as steep gradients: one raised by the
+    streak would hide its end)."""
+    cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
+    kk = max(ctx.params.band_half_width_pix, int(math.ceil((3.0 * sigma + 18.0) / cosphi)))
+    v, d = _gather_band(ctx, horizontal, slope, icpt, a0, a1, valid=ctx.filled, raw_adu=True,
+                        half_width=kk)
+    outer = v[(np.abs(d) >= 3.0 * sigma + 2.0) & np.isfinite(v)]
+    if outer.size < 20:
+        return np.full(v.shape, np.nan), d
+    sky = float(np.median(outer))
+    noise = 1.4826 * float(np.median(np.abs(outer - sky)))
+    return (v - sky) / noise if noise > 0 else np.full(v.shape, np.nan), d
+
+
 def _column_signal(v, d, sigma, offset=0.0):
     """Per-column matched-filter statistic (unit variance), amplitude and weights."""
     w = np.exp(-0.5 * ((d - offset) / sigma) ** 2)
@@ -273,15 +291,14 @@ def _refine(ctx, x0, y0, x1, y1):
     span = (max(int(math.ceil(m_lo)), 0), min(int(math.floor(m_hi)), na - 1))
     # the ends from the same line with stars masked by their pixels only (their blocks would
     # hide up to a block more of a streak ending near one), gathered again around each end
-    # without the cells masked as steep gradients (a bright streak raises the background of the
-    # cells it crosses, and one that then looks steep, masked with its neighbours, would hide
-    # its end), out to _END_WINDOW columns past what the detection band could not see
+    # above its own sky (`_local_band`), out to _END_WINDOW columns past what the detection
+    # band could not see
     reach = (_END_WINDOW + hidden_run(good, a, -1), _END_WINDOW + hidden_run(good, bb, 1))
     swv_f, sw2_f = swv.copy(), sw2.copy()
     for w0, w1 in ((a - reach[0] - 1, a + _END_WINDOW + 1), (bb - _END_WINDOW - 1, bb + reach[1] + 1)):
         w0, w1 = max(w0, 0), min(w1, na - 1)
-        vf, df = _gather_band(ctx, horizontal, slope, icpt, w0, w1, valid=ctx.filled)
-        _, _, swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _column_signal(vf - sky, df, sigma)
+        vf, df = _local_band(ctx, horizontal, slope, icpt, w0, w1, sigma)
+        _, _, swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _column_signal(vf, df, sigma)
     e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu), reach)
     e0, e1 = max(e0, m_lo), min(e1, m_hi)
     # an end within the streak's width of the frame edge it runs into is on that edge: it is
