@@ -60,7 +60,7 @@ def _local_band(ctx, horizontal, slope, icpt, a0, a1, sigma):
     only where they lack pixels (not the cells masked as steep gradients: one raised by the
     streak would hide its end)."""
     cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
-    kk = max(ctx.params.band_half_width_pix, int(math.ceil((3.0 * sigma + 18.0) / cosphi)))
+    kk = max(ctx.params.band_half_width_pix, int(math.ceil((3.0 * sigma + 10.0) / cosphi)))
     v, d = _gather_band(ctx, horizontal, slope, icpt, a0, a1, valid=ctx.filled, raw_adu=True,
                         half_width=kk)
     outer = v[(np.abs(d) >= 3.0 * sigma + 2.0) & np.isfinite(v)]
@@ -346,16 +346,19 @@ def _measure(ctx, horizontal, slope, icpt, e0, e1, sigma, extent):
     if a1 - a0 < 3:
         return None, icpt, slope
     kk = max(ctx.params.band_half_width_pix, int(math.ceil((4.0 * sigma + 6.0) / cosphi)))
-    fit = None
-    for refit in (True, False):
-        v, d = _gather_band(ctx, horizontal, slope, icpt, a0, a1, valid=ctx.usable, raw_adu=True,
-                            half_width=kk)
-        fit = fit_profile(v, d, slope=slope, sigma0=sigma if fit is None else fit.sigma)
-        if fit is None or not refit:
-            break
-        line = fit_line(v, d, np.arange(a0, a1 + 1), fit, slope=slope)
-        if line is None:
-            break
-        icpt += line[0] / cosphi
-        slope += line[1] / cosphi
-    return fit, icpt, slope
+    v, d = _gather_band(ctx, horizontal, slope, icpt, a0, a1, valid=ctx.usable, raw_adu=True,
+                        half_width=kk)
+    fit = fit_profile(v, d, slope=slope, sigma0=sigma)
+    if fit is None:
+        return None, icpt, slope
+    major = np.arange(a0, a1 + 1, dtype=np.float64)
+    line = fit_line(v, d, major, fit, slope=slope)
+    if line is None:
+        return fit, icpt, slope
+    # the profile again, about the new line (the same pixels, their distances from it), unless
+    # that moved by less than 0.05 pix
+    shift = line[0] + line[1] * major
+    if np.max(np.abs(shift)) >= 0.05:
+        refit = fit_profile(v, d - shift[:, None], slope=slope, sigma0=fit.sigma)
+        fit = refit if refit is not None else fit
+    return fit, icpt + line[0] / cosphi, slope + line[1] / cosphi
