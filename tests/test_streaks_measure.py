@@ -1,5 +1,7 @@
 """Streak measurements (issue 13): the profile fit across a streak (width and brightness per
-pixel of length, with calibrated errors) and ends on the frame edge at the boundary crossing.
+pixel of length, with calibrated errors), the line refined on the streak's pixels, ends on the
+frame edge at the boundary crossing (corner pieces included), and ends next to a faint star
+or inside a cell masked as a steep gradient.
 (The whole detector on CPU and CUDA-simulator kernels: benchmarks/check_streaks_cudasim.py.)"""
 
 import math
