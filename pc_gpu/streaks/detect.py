@@ -30,7 +30,9 @@ class StreakParams:
     positive. min_length_pix : shortest streak reported. z_clip : clip of block SNRs before the
     line transform. star_mask_min_pix, star_wing_pix, star_wing_fraction : star mask radius =
     max(min, radius where a Gaussian wing of that scale holding that flux fraction falls to
-    half the pixel noise). band_half_width_pix : half-width of the refinement band.
+    half the pixel noise) for the blocks; the pixel mask for the ends and measurements also
+    counts a core (the rest of the flux, half the wing's scale) and is at least 2 pix.
+    band_half_width_pix : half-width of the refinement band.
     gradient_sigma : a cell differing from a neighbour by more than this many block-mean
     sigmas is masked with its neighbours. max_candidates : seeds refined at most.
     flag_radius_pix : stars closer than this to a streak (plus its FWHM) are flagged.
