@@ -1,5 +1,7 @@
 """Streak measurements (issue 13): the profile fit across a streak (width and brightness per
-pixel of length, with calibrated errors) and ends on the frame edge at the boundary crossing.
+pixel of length, with calibrated errors), the line refined on the streak's pixels, ends on the
+frame edge at the boundary crossing (corner pieces included), and ends next to a faint star
+or inside a cell masked as a steep gradient.
 (The whole detector on CPU and CUDA-simulator kernels: benchmarks/check_streaks_cudasim.py.)"""
 
 import math
@@ -12,7 +14,7 @@ from pc_gpu.sim.night import DEMO_DEC, DEMO_RA
 from pc_gpu.sim.streaks import render_streaks, streak_truth
 from pc_gpu.streaks import detect_streaks, match_streaks
 from pc_gpu.streaks.ends import line_extent, snap_to_edges
-from pc_gpu.streaks.measure import FWHM_PER_SIGMA, fit_profile
+from pc_gpu.streaks.measure import FWHM_PER_SIGMA, fit_line, fit_profile
 
 T = 20.0
 
@@ -52,6 +54,139 @@ def test_profile_fit_is_unbiased_with_calibrated_errors(fwhm, angle):
     # error bars: pulls with unit scatter (40 draws: the sd itself is uncertain by ~11%)
     for pull in (pull_f, pull_w):
         assert 0.65 < np.std(pull) < 1.4, pull
+
+
+def test_line_fit_recovers_offset_and_angle():
+    # a 200-pix piece of a streak (FWHM 2.5, SNR100 ~30) whose band is gathered about a line
+    # 0.4 pix off at its middle and turned by 0.2 deg, the last 60 columns cut in half as by a
+    # frame edge: the fitted line must land on the truth to within its expected scatter
+    sigma, flux, noise, angle = 2.5 / FWHM_PER_SIGMA, 14.0, 4.0, 21.0
+    img = np.zeros((200, 400))
+    a = math.radians(angle)
+    render_streaks(img, streak_truth([(200 - 300 * math.cos(a), 100 - 300 * math.sin(a),
+                                       200 + 300 * math.cos(a), 100 + 300 * math.sin(a), sigma, flux)],
+                                     img.shape))
+    cols = np.arange(100, 301)
+    slope_true, slope = math.tan(a), math.tan(a + math.radians(0.2))
+    icpt = 100 - slope * 200 + 0.4 * math.sqrt(1 + slope * slope)  # 0.4 pix across at x = 200
+    centre = icpt + slope * cols
+    rows = np.rint(centre)[:, None].astype(np.int64) + np.arange(-14, 15)[None, :]
+    cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
+    d = (rows - centre[:, None]) * cosphi
+    values = img[rows, np.broadcast_to(cols[:, None], rows.shape)]
+    values = np.where((cols[:, None] > 240) & (d < 0), np.nan, values)
+    rng = np.random.default_rng(3)
+    errs = []
+    for _ in range(30):
+        v = values + rng.normal(0.5, noise, values.shape)
+        fit = fit_profile(v, d, slope=slope, sigma0=1.2)
+        off, dslope = fit_line(v, d, cols, fit, slope=slope)
+        new_icpt, new_slope = icpt + off / cosphi, slope + dslope / cosphi
+        # the fitted line's offset from the truth across it at both ends of the piece
+        errs.append([(new_icpt + new_slope * x - (100 + slope_true * (x - 200))) * math.cos(a) for x in (100, 300)])
+    errs = np.array(errs)
+    # expected scatter at the ends: a weighted line fit with Fisher information per pixel of
+    # length I = (flux / noise)^2 / (4 sqrt(pi) s^3) (a Gaussian profile of s^2 = sigma^2 + 1/12,
+    # the pixel footprint, in white noise), half that where half the profile is cut
+    s_eff = math.sqrt(sigma ** 2 + 1.0 / 12.0)
+    t = (cols - 200) / math.cos(a)
+    w = (flux / noise) ** 2 / (4 * math.sqrt(math.pi) * s_eff ** 3) / math.cos(a) * np.where(cols > 240, 0.5, 1.0)
+    tm = np.sum(w * t) / np.sum(w)
+    sd = np.sqrt(1 / np.sum(w) + (t[[0, -1]] - tm) ** 2 / np.sum(w * (t - tm) ** 2))  # ~0.12, 0.15 pix
+    assert np.all(np.abs(errs.mean(axis=0)) < 4 * sd / math.sqrt(len(errs))), (errs.mean(axis=0), sd)
+    # 30 draws: a standard deviation to ~13%
+    assert np.all(errs.std(axis=0) < 1.4 * sd), (errs.std(axis=0), sd)
+
+
+def test_corner_pieces_end_on_the_edge_at_the_crossing():
+    # two short pieces cutting the corners of a small white-noise frame, each crossing one edge
+    # at 15 deg (where the line's error across it is multiplied by 1 / sin 15 deg = 3.9 along
+    # the edge) and the other steeply; SNR100 100 over ~110 pix: the best possible crossing on
+    # the shallow edge is uncertain by ~0.1 pix (benchmarks/bench_streaks.py, edge_crossing_sd)
+    from pc_gpu.backend import get_backend
+
+    ny, nx, noise = 240, 320, 20.0
+    rows = []
+    for fwhm, (x_edge, y_edge), ang in ((3.5, (-0.5, 120.0), 75.0), (2.0, (319.5, 150.0), -105.0)):
+        s = fwhm / FWHM_PER_SIGMA
+        a = math.radians(ang)
+        flux = 100 * math.sqrt(noise ** 2 * 2 * math.sqrt(math.pi) * s) / 10.0  # SNR100 100, t = 1 s
+        # from 40 pix outside the shallow edge's crossing, through the frame and out at the next edge
+        rows.append((x_edge - 40 * math.cos(a), y_edge + 40 * math.sin(a),
+                     x_edge + 200 * math.cos(a), y_edge - 200 * math.sin(a), s, flux))
+    truth = streak_truth(rows, (ny, nx))
+    img = np.zeros((ny, nx))
+    render_streaks(img, truth)
+    img = (img + 500.0 + np.random.default_rng(11).normal(0.0, noise, img.shape)).astype(np.float32)
+    res = detect_streaks(img, None, np.zeros(0), np.zeros(0), np.zeros(0), exptime_s=1.0,
+                         backend=get_backend("cpu"))
+    match = match_streaks(res.table, [r[:4] for r in rows], img.shape)
+    assert min(match) >= 0 and len(res.table) == 2, res.table
+    for t, k in zip(truth, match):
+        d = res.table[k]
+        assert t["EDGE0"] and t["EDGE1"] and d["n_ends_at_edge"] == 2
+        for x, y in ((t["CLIP_X0"], t["CLIP_Y0"]), (t["CLIP_X1"], t["CLIP_Y1"])):
+            err = min(math.hypot(d["x0"] - x, d["y0"] - y), math.hypot(d["x1"] - x, d["y1"] - y))
+            assert err <= 0.5, (t, d, err)
+
+
+def _streak_on_noise(shape, x0, y0, x1, y1, fwhm, snr100, noise=20.0, seed=0, extra=None):
+    """A white-noise image (sky 500, t = 1 s) with one simulated streak of the given SNR100,
+    `extra` (an image) added; returns the image and the streak's truth row."""
+    s = fwhm / FWHM_PER_SIGMA
+    flux = snr100 * math.sqrt(noise ** 2 * 2 * math.sqrt(math.pi) * s) / 10.0
+    truth = streak_truth([(x0, y0, x1, y1, s, flux)], shape)
+    img = np.zeros(shape)
+    render_streaks(img, truth)
+    if extra is not None:
+        img += extra
+    img += 500.0 + np.random.default_rng(seed).normal(0.0, noise, shape)
+    return img.astype(np.float32), truth[0]
+
+
+def _end_errors(res, t):
+    """Distances (pix) of the detected ends from the true ends of streak `t`."""
+    assert len(res.table) == 1, res.table
+    d = res.table[0]
+    return [min(math.hypot(d["x0"] - x, d["y0"] - y), math.hypot(d["x1"] - x, d["y1"] - y))
+            for x, y in ((t["X0"], t["Y0"]), (t["X1"], t["Y1"]))]
+
+
+def test_end_on_a_faint_star():
+    # a bright streak (SNR100 100) whose end lies 5 pix past a faint catalogue star on its line
+    # (peak 3 sigma): the star's pixel mask is 2 pix, so the data still show where the streak
+    # stops (a 4-pix mask hid the end, which then landed mid-mask, ~5 pix off)
+    from pc_gpu.backend import get_backend
+
+    shape = (200, 300)
+    a = math.radians(10.0)
+    x1, y1 = 220.0, 100.0
+    sx, sy = x1 - 5 * math.cos(a), y1 - 5 * math.sin(a)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    star_flux, star_sigma = 300.0, 0.85
+    star = star_flux / (2 * np.pi * star_sigma ** 2) * np.exp(-0.5 * ((xx - sx) ** 2 + (yy - sy) ** 2) / star_sigma ** 2)
+    img, t = _streak_on_noise(shape, x1 - 150 * math.cos(a), y1 - 150 * math.sin(a), x1, y1, 2.0, 100,
+                              seed=5, extra=star)
+    res = detect_streaks(img, None, np.array([sx]), np.array([sy]), np.array([star_flux]), exptime_s=1.0,
+                         backend=get_backend("cpu"))
+    # the ideal end at SNR100 100 is good to a fraction of a pixel
+    assert max(_end_errors(res, t)) <= 1.5, (res.table, _end_errors(res, t))
+
+
+def test_end_in_a_cell_masked_as_a_steep_gradient():
+    # a bright streak ending in the middle of a 32 x 32 cell whose sky is 10 ADU (two standard
+    # deviations of its 4 x 4 block means) above its neighbours': the cell and its neighbours are
+    # masked for detection as a steep gradient, but the end is still cut from the data (it was
+    # hidden, landing ~20 pix off)
+    from pc_gpu.backend import get_backend
+
+    shape = (240, 320)
+    step = np.zeros(shape)
+    step[96:128, 128:160] = 10.0
+    img, t = _streak_on_noise(shape, 20.0, 60.0, 144.0, 112.0, 3.0, 100, seed=6, extra=step)
+    res = detect_streaks(img, None, np.zeros(0), np.zeros(0), np.zeros(0), exptime_s=1.0,
+                         backend=get_backend("cpu"))
+    assert max(_end_errors(res, t)) <= 1.5, (res.table, _end_errors(res, t))
 
 
 def test_profile_fit_gives_up_on_too_few_pixels():

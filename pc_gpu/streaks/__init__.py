@@ -17,11 +17,13 @@ backend's device; the per-candidate refinement works on small host arrays), one 
    significant (`min_snr`) and consistently positive (a sign test, robust to single bright
    outliers); seeds along or through it are then dropped.
 3. **Ends** (`ends`): each end is the posterior median of the cut between streak and sky
-   (masked pixels count as missing data, so an end hidden by a star lands mid-mask); an end
+   (masked pixels count as missing data, so an end hidden by a star lands mid-mask; stars are
+   masked by their pixels here, and the cells masked as steep gradients are not); an end
    within the streak's width of the frame edge, or one the data allow to run on to the edge,
-   is put where the line crosses the frame boundary.
+   is put where the refined line crosses the frame boundary.
 4. **Measurements** (`measure`): width (FWHM) and flux per pixel of length from a fit of the
-   streak's own profile across it, with the band's own background, and their errors.
+   streak's own profile across it, with the band's own background, and their errors; the
+   line's offset and angle refined on the same pixels, and the profile fitted again.
 5. **Table** (`table`): the STREAKS rows (pieces of one streak split by a star merged), the
    catalogue's `on_streak` flags, and matching against reference segments.
 

@@ -52,14 +52,34 @@ def _upsample(xp, cells, c, nby, nbx):
     return (top * (1 - fy)[:, None] + bot * fy[:, None]).astype(xp.float32)
 
 
+def _radius_to_noise(peak, scale, sigma_pix):
+    """Radius (pix) where a Gaussian of `scale` (pix) and `peak` (ADU) falls to half the pixel
+    noise `sigma_pix` (ADU); 0 where it starts below."""
+    ratio = peak / (0.5 * max(sigma_pix, 1e-6))
+    return scale * np.sqrt(2 * np.log(np.maximum(ratio, 1.0)))
+
+
 def _star_radii(flux_adu, sigma_pix, params):
-    """Mask radius (pix) of each star from its total flux (ADU)."""
+    """Block-mask radius (pix) of each star from its total flux (ADU): where a wing of
+    `star_wing_pix` holding `star_wing_fraction` of it falls to half the pixel noise."""
     f = np.asarray(flux_adu, np.float64)
+    f = np.where(np.isfinite(f) & (f > 0), f, 0.0)
     w = params.star_wing_pix
-    amp = params.star_wing_fraction * np.where(np.isfinite(f) & (f > 0), f, 0.0) / (2 * np.pi * w * w)
-    ratio = amp / (0.5 * max(sigma_pix, 1e-6))
-    r = w * np.sqrt(2 * np.log(np.maximum(ratio, 1.0)))
+    r = _radius_to_noise(params.star_wing_fraction * f / (2 * np.pi * w * w), w, sigma_pix)
     return np.maximum(r, params.star_mask_min_pix)
+
+
+def _star_pixel_radii(flux_adu, sigma_pix, params):
+    """Pixel-mask radius (pix) of each star, for a streak's ends and measurements: where its
+    core (the flux outside the wing, a Gaussian of half the wing's scale) or its wing falls to
+    half the pixel noise, at least 2 pix: smaller than the block mask's 4 pix for faint stars,
+    which would otherwise hide 8 pix of a bright streak ending on one."""
+    f = np.asarray(flux_adu, np.float64)
+    f = np.where(np.isfinite(f) & (f > 0), f, 0.0)
+    w, s = params.star_wing_pix, 0.5 * params.star_wing_pix
+    r_wing = _radius_to_noise(params.star_wing_fraction * f / (2 * np.pi * w * w), w, sigma_pix)
+    r_core = _radius_to_noise((1.0 - params.star_wing_fraction) * f / (2 * np.pi * s * s), s, sigma_pix)
+    return np.maximum(np.maximum(r_core, r_wing), 2.0)
 
 
 _WORKSPACE = {}

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..kernels.streak_core import SEED_LEVEL, streak_kernels
-from .candidates import _clean_cells, _line_sums, _seed_geometry, _seed_slopes, _star_radii, _upsample
+from .candidates import (_clean_cells, _line_sums, _seed_geometry, _seed_slopes, _star_pixel_radii, _star_radii,
+                         _upsample)
 from .refine import _Ctx, _refine
 from .table import (_merge_collinear, _point_segment_distance, _rides_on, _same_streak, _table,
                     empty_streak_table, reach_fwhm)
@@ -29,7 +30,9 @@ class StreakParams:
     positive. min_length_pix : shortest streak reported. z_clip : clip of block SNRs before the
     line transform. star_mask_min_pix, star_wing_pix, star_wing_fraction : star mask radius =
     max(min, radius where a Gaussian wing of that scale holding that flux fraction falls to
-    half the pixel noise). band_half_width_pix : half-width of the refinement band.
+    half the pixel noise) for the blocks; the pixel mask for the ends and measurements also
+    counts a core (the rest of the flux, half the wing's scale) and is at least 2 pix.
+    band_half_width_pix : half-width of the refinement band.
     gradient_sigma : a cell differing from a neighbour by more than this many block-mean
     sigmas is masked with its neighbours. max_candidates : seeds refined at most.
     flag_radius_pix : stars closer than this to a streak (plus its FWHM) are flagged.
@@ -210,14 +213,17 @@ def _detect(image, bad_mask, star_x, star_y, star_flux_adu, exptime_s, be, wcs, 
     bkg_b = _upsample(xp, bkg_c, c, nby, nbx)
     sig_b = _upsample(xp, sig_c, c, nby, nbx)
     cellmask = be.asarray(np.repeat(np.repeat(masked_c, c, 0), c, 1)[:nby, :nbx])
-    usable = (bcnt * 2 >= b * b) & ~cellmask
+    filled = bcnt * 2 >= b * b
+    usable = filled & ~cellmask
     zs = (mean - bkg_b) * xp.sqrt(bcnt.astype(xp.float32)) / (sig_b * b)
     valid = usable & (smask == 0)
     z = xp.where(valid, xp.clip(zs, p.z_clip[0], p.z_clip[1]), 0).astype(xp.float32)
     valid_u8 = valid.astype(xp.uint8)
-    # for the streaks' ends, stars are masked by their pixels: their circles go into this
-    # frame's copy of the bad pixels (the blocks are done with it)
-    kern.star_mask(be.asarray(sx), be.asarray(sy), be.asarray(sr), 1, bad)
+    # for the streaks' ends and measurements, stars are masked by their pixels (circles, smaller
+    # than the blocks' for faint stars): they go into this frame's copy of the bad pixels (the
+    # blocks are done with it)
+    sr_pix = _star_pixel_radii(star_flux_adu, sigma_pix, p)
+    kern.star_mask(be.asarray(sx), be.asarray(sy), be.asarray(sr_pix), 1, bad)
     clock.check("mask_normalise")
 
     sums = _line_sums(z, kern, xp)
@@ -240,7 +246,8 @@ def _detect(image, bad_mask, star_x, star_y, star_flux_adu, exptime_s, be, wcs, 
     MX, MY = 0.5 * (X0 + X1), 0.5 * (Y0 + Y1)
     alive = np.ones(snr.size, bool)
 
-    ctx = _Ctx(img=img, bad=bad, valid=valid_u8, usable=usable.astype(xp.uint8), bkg=bkg_b,
+    ctx = _Ctx(img=img, bad=bad, valid=valid_u8, usable=usable.astype(xp.uint8),
+               filled=filled.astype(xp.uint8), bkg=bkg_b,
                sig=sig_b, b=b, ny=ny, nx=nx, kern=kern, to_host=be.to_host, xp=xp,
                exptime_s=float(exptime_s), params=p)
     accepted = []

@@ -26,24 +26,39 @@ def _cut_loglik(swv, sw2, seg, f_max):
     return np.concatenate([[0.0], np.cumsum(m * (f - 0.5 * m))])
 
 
-def _ends(swv, sw2, seg, span, f_max, window=_END_WINDOW):
+def _ends(swv, sw2, seg, span, f_max, reach=(_END_WINDOW, _END_WINDOW)):
     """Streak ends (major coordinates of the boundaries, pix) from segment `seg` = (i, j).
 
     Column k's matched-filter statistic f = swv / sqrt(sw2) (unit variance) has mean
     A sqrt(sw2) inside the streak and 0 outside (A: peak amplitude in pixel-noise units,
     fitted on the segment; masked pixels have no weight in swv and sw2, so they are missing
-    data, not zeros). Each end is the posterior median of the cut, over the cuts within
-    `window` columns of the segment's end, from that likelihood: an end hidden under a mask
-    lands in its middle. f is clipped to [-4, `f_max`] (single bright outliers). Cuts stay
-    within `span` = (first, last) column whose line point lies in the frame.
+    data, not zeros). Each end is the posterior median of the cut, over the cuts from
+    `_END_WINDOW` columns inside the segment's end to `reach` = (before i, after j) columns
+    beyond it, from that likelihood: an end hidden under a mask lands in its middle. f is
+    clipped to [-4, `f_max`] (single bright outliers). Cuts stay within `span` = (first, last)
+    column whose line point lies in the frame.
     """
     i, j = seg
     c = _cut_loglik(swv, sw2, seg, f_max)
-    k0, k1 = max(j + 1 - window, i + 1), min(j + 1 + window, max(span[1], j) + 1)
+    k0, k1 = max(j + 1 - _END_WINDOW, i + 1), min(j + 1 + reach[1], max(span[1], j) + 1)
     end = k0 + _cut_median(c[k0:k1 + 1])
-    k0, k1 = max(i - window, min(span[0], i)), min(i + window, end - 1)
+    k0, k1 = max(i - reach[0], min(span[0], i)), min(i + _END_WINDOW, end - 1)
     start = k0 + _cut_median(-c[k0:k1 + 1])
     return start - 0.5, end - 0.5
+
+
+_MAX_HIDDEN = 160  # columns: the longest masked run past a segment's end that its cut looks across
+
+
+def hidden_run(good, k, step):
+    """How many columns from k + step on (stepping by `step`, +1 or -1) are not `good` (masked
+    in the detection band), at most `_MAX_HIDDEN`."""
+    n = 0
+    k += step
+    while 0 <= k < good.size and not good[k] and n < _MAX_HIDDEN:
+        n += 1
+        k += step
+    return n
 
 
 EDGE_LOGLIK = 6.0

@@ -13,6 +13,10 @@ pixel projected across the line (a pixel integrates the profile over its area: f
 angle phi, the footprint across it is the sum of two uniforms of widths cos(phi) and
 sin(phi)). The streak's FWHM is 2.3548 sigma. Errors come from the fit's covariance, scaled
 up by the reduced chi-square when the model does not describe the data to within the errors.
+
+With that profile, `fit_line` refines the line itself: the offset across it and its change
+along it (an angle), fitted to every unmasked pixel of the band (Gauss-Newton, the profile's
+shape held), so that a piece cut by the frame edge or by masks weighs as its pixels do.
 """
 
 import logging
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ProfileFit", "fit_profile", "FWHM_PER_SIGMA"]
+__all__ = ["ProfileFit", "fit_profile", "fit_line", "FWHM_PER_SIGMA"]
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,8 @@ _SUB = 8  # sub-pixel samples per pixel side for the footprint
 @dataclass(frozen=True)
 class ProfileFit:
     """Fitted profile across a streak: `flux` per pixel of length (the values' units times
-    pix) and its error, `sigma` (pix) and its error, `offset` of the line (pix) and
-    `background` on it (values' units)."""
+    pix) and its error, `sigma` (pix) and its error, `offset` of the line (pix), `background`
+    on it (values' units) and its `gradient` across the band (values' units per pix)."""
 
     flux: float
     flux_err: float
@@ -43,6 +47,7 @@ class ProfileFit:
     sigma_err: float
     offset: float
     background: float
+    gradient: float = 0.0
 
     @property
     def fwhm(self):
@@ -150,6 +155,70 @@ def fit_profile(v, d, *, slope, sigma0):
     except np.linalg.LinAlgError:
         return None
     err = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    c, _, flux, delta, sigma = (float(x) for x in res.x)
+    c, g, flux, delta, sigma = (float(x) for x in res.x)
     return ProfileFit(flux=flux, flux_err=float(err[2]), sigma=sigma, sigma_err=float(err[4]),
-                      offset=delta, background=c)
+                      offset=delta, background=c, gradient=g)
+
+
+def _profile_table(sigma, u, reach):
+    """The footprint-averaged unit-flux profile and its derivative on a fine grid of
+    distances (pix) out to `reach`."""
+    x = np.arange(-reach, reach + 1e-9, 0.02)
+    t = x[:, None] + u[None, :]
+    g = np.exp(-0.5 * (t / sigma) ** 2) / (math.sqrt(2.0 * math.pi) * sigma)
+    return x, g.mean(axis=1), (-t / sigma ** 2 * g).mean(axis=1)
+
+
+def fit_line(v, d, major, fit, *, slope, iterations=3):
+    """Refine the line through the band: the offset across it and its change along it.
+
+    Parameters
+    ----------
+    v, d : array (n, 2k+1)
+        Band values (as for `fit_profile`; NaN where masked) and signed distances from the
+        line (pix), one row per major coordinate.
+    major : array (n,)
+        The rows' major coordinates (pix).
+    fit : ProfileFit
+        The profile across the streak (from `fit_profile` on this band); its shape, flux and
+        background are held.
+    slope : float
+        The line's slope (minor pixels per major pixel).
+
+    Returns
+    -------
+    (offset, dslope) or None
+        Perpendicular offset of the streak from the line at major coordinate 0 (pix) and its
+        change per major pixel; None with too few pixels or when the fit would move the line
+        by more than 2 pix at an end.
+    """
+    u = _footprint(slope)
+    reach = 3.0 * fit.sigma + 1.5
+    xs, prof, dprof = _profile_table(fit.sigma, u, reach + 1.0)
+    m = np.broadcast_to(np.asarray(major, np.float64)[:, None], np.shape(d))
+    ok = np.isfinite(v) & np.isfinite(d)
+    v, d, m = np.asarray(v, np.float64)[ok], np.asarray(d, np.float64)[ok], m[ok]
+    near = np.abs(d - fit.offset) <= reach
+    if near.sum() < 20:
+        return None
+    v, d, m = v[near], d[near], m[near]
+    mc = float(np.mean(m))
+    t = m - mc
+    half = float(np.max(np.abs(t)))
+    a, b = fit.offset, 0.0
+    keep = np.ones(v.size, bool)
+    for _ in range(iterations):
+        x = np.clip(d - a - b * t, -reach - 1.0, reach + 1.0)
+        r = v - fit.background - fit.gradient * d - fit.flux * np.interp(x, xs, prof)
+        scale = 1.4826 * np.median(np.abs(r - np.median(r)))
+        keep = np.abs(r) <= _CLIP * scale if scale > 0 else keep
+        j = -fit.flux * np.interp(x, xs, dprof)  # d(model) / d(offset)
+        A = np.vstack([j, j * t])[:, keep]
+        try:
+            step = np.linalg.solve(A @ A.T, A @ r[keep])
+        except np.linalg.LinAlgError:
+            return None
+        a, b = a + float(step[0]), b + float(step[1])
+        if abs(a - fit.offset) + abs(b) * half > 2.0:
+            return None  # the line it came with is good to a fraction of a pixel
+    return a - b * mc, b

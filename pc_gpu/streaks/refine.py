@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ends import _END_WINDOW, EDGE_LOGLIK, _ends, edge_loglik, line_extent, snap_to_edges
-from .measure import FWHM_PER_SIGMA, fit_profile
+from .ends import _END_WINDOW, EDGE_LOGLIK, _ends, edge_loglik, hidden_run, line_extent, snap_to_edges
+from .measure import FWHM_PER_SIGMA, fit_line, fit_profile
 from .table import MEASURED
 
 
@@ -18,6 +18,7 @@ class _Ctx:
     bad: object
     valid: object
     usable: object
+    filled: object  # blocks with at least half their pixels good (no cell mask)
     bkg: object
     sig: object
     b: int
@@ -50,6 +51,24 @@ def _gather_band(ctx, horizontal, slope, icpt, a0=0, a1=None, valid=None, raw_ad
     ctx.kern.band(ctx.img, ctx.bad, ctx.valid if valid is None else valid, bkg, sig, ctx.b, int(a0),
                   float(slope), float(icpt), float(cosphi), bool(horizontal), kk, v, d)
     return ctx.to_host(v).T.astype(np.float64), ctx.to_host(d).T.astype(np.float64)
+
+
+def _local_band(ctx, horizontal, slope, icpt, a0, a1, sigma):
+    """Band over major coordinates a0..a1 in units of its own pixel noise above its own sky
+    (median and MAD of its pixels beyond 3 sigma + 2 pix of the line), not the cells' maps (a
+    bright streak raises the background and scatter of the cells it crosses); blocks masked
+    only where they lack pixels (not the cells masked as steep gradients: one raised by the
+    streak would hide its end)."""
+    cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
+    kk = max(ctx.params.band_half_width_pix, int(math.ceil((3.0 * sigma + 10.0) / cosphi)))
+    v, d = _gather_band(ctx, horizontal, slope, icpt, a0, a1, valid=ctx.filled, raw_adu=True,
+                        half_width=kk)
+    outer = v[(np.abs(d) >= 3.0 * sigma + 2.0) & np.isfinite(v)]
+    if outer.size < 20:
+        return np.full(v.shape, np.nan), d
+    sky = float(np.median(outer))
+    noise = 1.4826 * float(np.median(np.abs(outer - sky)))
+    return (v - sky) / noise if noise > 0 else np.full(v.shape, np.nan), d
 
 
 def _column_signal(v, d, sigma, offset=0.0):
@@ -272,16 +291,22 @@ def _refine(ctx, x0, y0, x1, y1):
     span = (max(int(math.ceil(m_lo)), 0), min(int(math.floor(m_hi)), na - 1))
     # the ends from the same line with stars masked by their pixels only (their blocks would
     # hide up to a block more of a streak ending near one), gathered again around each end
+    # above its own sky (`_local_band`), out to _END_WINDOW columns past what the detection
+    # band could not see
+    reach = (_END_WINDOW + hidden_run(good, a, -1), _END_WINDOW + hidden_run(good, bb, 1))
     swv_f, sw2_f = swv.copy(), sw2.copy()
-    for c in (a, bb):
-        w0, w1 = max(c - _END_WINDOW - 1, 0), min(c + _END_WINDOW + 1, na - 1)
-        vf, df = _gather_band(ctx, horizontal, slope, icpt, w0, w1, valid=ctx.usable)
-        _, _, swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _column_signal(vf - sky, df, sigma)
-    e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
+    for w0, w1 in ((a - reach[0] - 1, a + _END_WINDOW + 1), (bb - _END_WINDOW - 1, bb + reach[1] + 1)):
+        w0, w1 = max(w0, 0), min(w1, na - 1)
+        vf, df = _local_band(ctx, horizontal, slope, icpt, w0, w1, sigma)
+        _, _, swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _column_signal(vf, df, sigma)
+    e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu), reach)
     e0, e1 = max(e0, m_lo), min(e1, m_hi)
-    fit = _measure(ctx, horizontal, slope, icpt, e0, e1, sigma)
-    # an end within the streak's width of the frame edge it runs into is on that edge, and so
-    # is one where the data allow the streak to run on to that edge (masked pixels included)
+    # an end within the streak's width of the frame edge it runs into is on that edge: it is
+    # measured (and the line fitted) out to the edge, and put where the refined line crosses it;
+    # so is one where the data allow the streak to run on to that edge (masked pixels included),
+    # measured only out to where the data see it
+    s0, s1, _ = snap_to_edges(e0, e1, icpt, slope, (na, minor_lim), FWHM_PER_SIGMA * sigma + 1.0)
+    fit, icpt, slope = _measure(ctx, horizontal, slope, icpt, s0, s1, sigma, (m_lo, m_hi))
     tol = (fit.fwhm if fit is not None else FWHM_PER_SIGMA * sigma) + 1.0
     lr = edge_loglik(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
     e0, e1, edge = snap_to_edges(e0, e1, icpt, slope, (na, minor_lim), tol,
@@ -305,17 +330,35 @@ def _refine(ctx, x0, y0, x1, y1):
     return out
 
 
-def _measure(ctx, horizontal, slope, icpt, e0, e1, sigma):
+def _measure(ctx, horizontal, slope, icpt, e0, e1, sigma, extent):
     """Profile fit (`measure.fit_profile`, ADU) across the streak between its ends (major
-    coordinates e0, e1), leaving out where it fades at each end; None when it fails."""
+    coordinates e0, e1), leaving out where it fades at an end inside the frame (`extent`: the
+    major coordinates where the line leaves the frame); the line is refined on the same band
+    (`measure.fit_line`) and the profile fitted again about it.
+
+    Returns (fit or None when it fails, icpt, slope)."""
     cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
     margin = int(math.ceil((3.0 * sigma + 1.0) * cosphi))
     a0, a1 = int(math.ceil(e0)), int(math.floor(e1))
     if a1 - a0 > 2 * margin + 10:
-        a0, a1 = a0 + margin, a1 - margin
+        a0 += margin if e0 > extent[0] else 0
+        a1 -= margin if e1 < extent[1] else 0
     if a1 - a0 < 3:
-        return None
+        return None, icpt, slope
     kk = max(ctx.params.band_half_width_pix, int(math.ceil((4.0 * sigma + 6.0) / cosphi)))
     v, d = _gather_band(ctx, horizontal, slope, icpt, a0, a1, valid=ctx.usable, raw_adu=True,
                         half_width=kk)
-    return fit_profile(v, d, slope=slope, sigma0=sigma)
+    fit = fit_profile(v, d, slope=slope, sigma0=sigma)
+    if fit is None:
+        return None, icpt, slope
+    major = np.arange(a0, a1 + 1, dtype=np.float64)
+    line = fit_line(v, d, major, fit, slope=slope)
+    if line is None:
+        return fit, icpt, slope
+    # the profile again, about the new line (the same pixels, their distances from it), unless
+    # that moved by less than 0.05 pix
+    shift = line[0] + line[1] * major
+    if np.max(np.abs(shift)) >= 0.05:
+        refit = fit_profile(v, d - shift[:, None], slope=slope, sigma0=fit.sigma)
+        fit = refit if refit is not None else fit
+    return fit, icpt + line[0] / cosphi, slope + line[1] / cosphi
