@@ -69,29 +69,34 @@ def _footprint(slope):
 
 
 def _binned(v, d):
-    """Clipped mean, its error, and mean distance of the values in each distance bin."""
+    """Clipped mean, its error, and mean distance of the values in each distance bin (bins of
+    at least 5 values, 5 robust sigmas about the median), all bins at once: the values are
+    sorted within their bins by one sort of a combined key (a loop over ~100 bins cost ~10 ms
+    a band in numpy's per-call overheads)."""
     ok = np.isfinite(v) & np.isfinite(d)
     v, d = v[ok], d[ok]
     if v.size == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0)
     idx = np.rint(d / _BIN).astype(np.int64)
-    order = np.argsort(idx, kind="stable")
+    idx -= idx.min()
+    order = np.argsort(idx * (2.0 * float(v.max() - v.min()) + 1.0) + (v - v.min()))
     idx, v, d = idx[order], v[order], d[order]
-    cuts = np.flatnonzero(np.diff(idx)) + 1
-    centres, means, errs = [], [], []
-    for vb, db in zip(np.split(v, cuts), np.split(d, cuts)):
-        if vb.size < 5:
-            continue
-        med = np.median(vb)
-        scale = 1.4826 * np.median(np.abs(vb - med))
-        keep = np.abs(vb - med) <= _CLIP * scale if scale > 0 else np.ones(vb.size, bool)
-        n = int(keep.sum())
-        if n < 5:
-            continue
-        means.append(float(np.mean(vb[keep])))
-        errs.append(float(np.std(vb[keep], ddof=1) / math.sqrt(n)))
-        centres.append(float(np.mean(db[keep])))
-    return np.array(centres), np.array(means), np.array(errs)
+    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+    counts = np.diff(np.r_[starts, idx.size])
+    lower, upper = starts + (counts - 1) // 2, starts + counts // 2  # the middle one or two
+    bin_of = np.repeat(np.arange(starts.size), counts)
+    dev = np.abs(v - 0.5 * (v[lower] + v[upper])[bin_of])
+    offset = bin_of * (2.0 * float(dev.max()) + 1.0)
+    dev_sorted = np.sort(offset + dev) - offset
+    scale = (1.4826 * 0.5 * (dev_sorted[lower] + dev_sorted[upper]))[bin_of]
+    keep = np.where(scale > 0, dev <= _CLIP * scale, True)
+    n = np.add.reduceat(keep.astype(np.int64), starts)
+    nn = np.maximum(n, 1)
+    mean = np.add.reduceat(np.where(keep, v, 0.0), starts) / nn
+    var = np.add.reduceat(np.where(keep, (v - mean[bin_of]) ** 2, 0.0), starts) / np.maximum(n - 1, 1)
+    centre = np.add.reduceat(np.where(keep, d, 0.0), starts) / nn
+    good = (counts >= 5) & (n >= 5)
+    return centre[good], mean[good], np.sqrt(var / nn)[good]
 
 
 def _model(params, d, u):
