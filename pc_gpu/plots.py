@@ -76,7 +76,9 @@ class _ZeropointCanvas:
             ax.set_xlim(0.0, 1.0)
             ax.set_ylim(0.0, 1.0)
         ax.set_ylabel(f"instrumental mag, r = {aperture_radius_pix:g} pix (-2.5 log10 ADU/s)")
-        ax.set_title(f"{title}\n{n_used} stars", fontsize=9)
+        # y given: the title is not moved clear of top-axis decorations (there are none), which
+        # measured every tick label again (~7 ms of ~45)
+        ax.set_title(f"{title}\n{n_used} stars", fontsize=9, y=1.0)
         self.fig.savefig(path, format="png", pil_kwargs={"compress_level": _PNG_COMPRESSION},
                          metadata={"Title": title, "Stars drawn": str(int(ok.sum())), "Zeropoint": f"{zp:.6f}",
                                    "Aperture radius": f"{aperture_radius_pix:g}"})
