@@ -225,8 +225,9 @@ def conditions_table(catalog, sky, zeropoints, camera, *, good, standard_apertur
     +y) of their median moments;
     sky_adu_per_s (SKY's median) and sky_mag_arcsec2 (G' mag/arcsec^2); zp, zp_err, zp_median
     (the seed's estimator) and n_zp_stars in the standard aperture (aper_ind); aper_corr_mag,
-    the median aperture correction of the region's PSF stars (the frame's where it has none) to
-    the camera's largest aperture, which holds nearly all of a star's light; zp_total = zp +
+    the flux-weighted aperture correction of the region's PSF stars (`_aperture_correction`;
+    the frame's where it has none) to the camera's largest aperture, which holds nearly all of
+    a star's light; zp_total = zp +
     aper_corr_mag, for the sky brightness and transparency = 10^(-0.4 (camera.nominal_zp -
     zp_total));
     lim_mag_5sigma, the G' of a point source with SNR 5 in the standard aperture; then
@@ -256,7 +257,8 @@ def conditions_table(catalog, sky, zeropoints, camera, *, good, standard_apertur
     k = standard_aperture
     g_prime, m_inst = catalog["G_PRIME"], catalog["m_inst"][:, k]
     has_corr = np.isfinite(aper_corr)
-    frame_corr = _median(aper_corr[has_corr]) if has_corr.any() else math.nan
+    corr_weight = np.where(has_corr, catalog["flux_adu"][:, k], 0.0)
+    frame_corr = _aperture_correction(aper_corr, corr_weight, has_corr)
     cxx, cyy, cxy, fwhm_pix = (catalog[name] for name in ("psf_cxx", "psf_cyy", "psf_cxy", "fwhm_pix"))
     psf = np.isfinite(cxx)
     background_k = background[:, k]
@@ -280,8 +282,8 @@ def conditions_table(catalog, sky, zeropoints, camera, *, good, standard_apertur
         sel = good & inside
         zp, zp_err, n_zp = zeropoint_weighted(g_prime[sel], m_inst[sel], per_adu[sel], background_k[sel],
                                               exptime_s, zp_median)
-        corr = aper_corr[inside & has_corr]
-        corr = _median(corr) if len(corr) else frame_corr
+        corr = _aperture_correction(aper_corr, corr_weight, inside & has_corr)
+        corr = frame_corr if math.isnan(corr) else corr
         zp_total = zp + corr
         p = psf & inside
         _, ell, pa = _shape(*(np.array([_median(c[p]) if p.any() else math.nan]) for c in (cxx, cyy, cxy)))
@@ -302,6 +304,16 @@ def conditions_table(catalog, sky, zeropoints, camera, *, good, standard_apertur
     for name, value, _ in frame_columns:
         table[name] = value
     return table
+
+
+def _aperture_correction(aper_corr, flux, use):
+    """2.5 log10 of the summed largest-aperture flux over the summed standard-aperture flux of
+    the stars `use` (each star's ratio weighted by its flux: the bright stars, whose ratios are
+    precise, carry it), mag; NaN without stars."""
+    w = flux[use]
+    if not len(w) or not np.sum(w) > 0:
+        return math.nan
+    return float(2.5 * np.log10(np.sum(w * 10.0 ** (0.4 * aper_corr[use])) / np.sum(w)))
 
 
 def frame_values(conditions):
