@@ -18,6 +18,7 @@ from pc_gpu.sim.night import DEMO_DEC, DEMO_RA
 from pc_gpu.streaks import (STREAK_DTYPE, StreakParams, clip_segment, detect_streaks, empty_streak_table,
                             match_streaks, stars_on_streaks)
 from pc_gpu.streaks.ends import _ends
+from pc_gpu.streaks.refine import _cut_sums
 
 T = 20.0
 
@@ -261,6 +262,24 @@ def test_end_cut_treats_masked_pixels_as_missing():
     assert start == 99.5 and abs(end - 299.5) <= 1.0
     # never past the last column whose line point is in the frame
     assert _ends(swv, sw2, (100, 289), (0, 295), 8.0)[1] <= 295.5
+
+
+@pytest.mark.parametrize("slope", [1.0, -0.6])
+def test_end_columns_are_cut_across_the_streak(slope):
+    # a streak's band lit (unit peak) before a cut across it and dark after: each pixel counts in
+    # the column where its perpendicular meets the line, so the columns step from lit to dark
+    # within a column of the cut (columns of the band itself are slanted to the cut: at 45 deg
+    # their pixels within 3 sigma + 0.5 of the line reach 2.5 columns before and beyond it)
+    sigma, cut, k = 1.5, 40.3, 10
+    cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
+    major = np.arange(80)[:, None]
+    d = np.broadcast_to((np.arange(-k, k + 1) * cosphi)[None, :], (80, 2 * k + 1))
+    v = np.exp(-0.5 * (d / sigma) ** 2) * (major + d * slope * cosphi < cut)  # unit peak
+    v[10, k] = np.nan  # a masked pixel is left out
+    swv, sw2 = _cut_sums(v, d, sigma, slope)
+    f = swv / sw2
+    assert np.allclose(f[1:39], 1.0) and np.all(f[42:79] == 0.0), f
+    assert sw2[10] < sw2[20]
 
 
 # streaks of SNR100 15-60, lengths 150-1500, all in the frame (both ends count)

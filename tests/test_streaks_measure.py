@@ -1,7 +1,7 @@
 """Streak measurements (issue 13): the profile fit across a streak (width and brightness per
 pixel of length, with calibrated errors), the line refined on the streak's pixels, ends on the
-frame edge at the boundary crossing (corner pieces included), and ends next to a faint star
-or inside a cell masked as a steep gradient.
+frame edge at the boundary crossing (corner pieces included), ends next to a faint star or
+inside a cell masked as a steep gradient, and a faint streak beside a very bright star.
 (The whole detector on CPU and CUDA-simulator kernels: benchmarks/check_streaks_cudasim.py.)"""
 
 import math
@@ -276,3 +276,34 @@ def test_measured_width_and_brightness(edge_frames):
             pulls.append((d["flux_adu_per_s_per_pix"] - t["FLUX_ADU_PER_S_PER_PIX"]) / d["flux_err_adu_per_s_per_pix"])
     # six streaks: error bars neither far too small nor far too large
     assert 0.2 < np.sqrt(np.mean(np.square(pulls))) < 2.5, pulls
+
+
+def test_faint_streak_beside_a_very_bright_star_keeps_its_ends(sim_gaia_dir):
+    # a bench frame (bench_streaks.py, seed 2026, frame 3): an SNR100-10 streak of 200 pix
+    # across a G 6.3 star at (144, 713), and three other streaks. The sky offset measured
+    # beside the star (half the pixel noise under the cells' map there) was once subtracted
+    # along the whole line: the rest of the line read as a faint streak and both ends went
+    # to the frame edges
+    from pc_gpu.backend import get_backend
+    from pc_gpu.camera import EL_NINO
+
+    streaks = [(1859.195, 533.381, 983.092, 1015.504, 0.8817175, 3.7859299),
+               (210.4387975233403, 634.8288828991801, 83.53915731615947, 789.4137505780318,
+                1.5399941181377983, 1.6678081982308084),
+               (219.657, 934.470, 956.553, 1610.476, 1.3346390, 0.7763159),
+               (2726.795, 591.963, 1227.699, 1915.863, 0.7343674, 0.8061972)]
+    cal = make_calibrations(EL_NINO, seed=0)
+    fr = simulate_frame(sim_gaia_dir, DEMO_RA, DEMO_DEC, camera=EL_NINO, calibrations=cal, seed=1003,
+                        streaks=streaks)
+    img = ((fr.raw.astype(np.float32) - cal.bias - cal.dark * np.float32(T)) / cal.flat).astype(np.float32)
+    tr = fr.truth
+    tr = tr[(tr["PHOT_G_MEAN_MAG"] <= 15.16) & tr["IN_FRAME"]]
+    res = detect_streaks(img, cal.mask, tr["X"], tr["Y"], tr["FLUX_ADU"], exptime_s=T,
+                         backend=get_backend("cpu"))
+    k = match_streaks(res.table, [s[:4] for s in streaks], img.shape)[1]
+    assert k >= 0
+    d = res.table[k]
+    assert d["n_ends_at_edge"] == 0
+    x0, y0, x1, y1 = streaks[1][:4]
+    for ex, ey in ((x0, y0), (x1, y1)):
+        assert min(math.hypot(d["x0"] - ex, d["y0"] - ey), math.hypot(d["x1"] - ex, d["y1"] - ey)) < 10.0

@@ -29,7 +29,8 @@ def _cut_loglik(swv, sw2, seg, f_max):
 def _ends(swv, sw2, seg, span, f_max, reach=(_END_WINDOW, _END_WINDOW)):
     """Streak ends (major coordinates of the boundaries, pix) from segment `seg` = (i, j).
 
-    Column k's matched-filter statistic f = swv / sqrt(sw2) (unit variance) has mean
+    Column k (the pixels whose perpendicular meets the line there, so that a cut is across the
+    streak) has the matched-filter statistic f = swv / sqrt(sw2) (unit variance), of mean
     A sqrt(sw2) inside the streak and 0 outside (A: peak amplitude in pixel-noise units,
     fitted on the segment; masked pixels have no weight in swv and sw2, so they are missing
     data, not zeros). Each end is the posterior median of the cut, over the cuts from

@@ -86,6 +86,24 @@ def _column_signal(v, d, sigma, offset=0.0):
     return f, good, swv, sw2
 
 
+def _cut_sums(v, d, sigma, slope):
+    """Matched-filter sums (swv, sw2) per column for the ends, each pixel counted in the column
+    where its perpendicular meets the line: an end is a cut across the streak, and a column
+    is slanted to it (at 45 deg the pixels of one column within 3 sigma of the line lie up to
+    3 sigma before and beyond an end along it). Pixels whose foot falls outside the band's
+    columns are left out."""
+    na = v.shape[0]
+    cosphi = 1.0 / math.sqrt(1.0 + slope * slope)
+    ok = np.isfinite(v) & (np.abs(d) <= 3 * sigma + 0.5)
+    col = np.arange(na)[:, None] + np.rint(d * (slope * cosphi)).astype(np.int64)
+    ok &= (col >= 0) & (col < na)
+    w = np.where(ok, np.exp(-0.5 * (d / sigma) ** 2), 0.0)
+    col = np.where(ok, col, 0).ravel()
+    swv = np.bincount(col, weights=(w * np.where(ok, v, 0.0)).ravel(), minlength=na)
+    sw2 = np.bincount(col, weights=(w * w).ravel(), minlength=na)
+    return swv, sw2
+
+
 def _best_segment(f, good, mu):
     """Segment [i, j] maximising sum(f - mu/2) over good columns (box MLE of amplitude mu)."""
     g = np.where(good, f - 0.5 * mu, 0.0)
@@ -266,11 +284,13 @@ def _refine(ctx, x0, y0, x1, y1):
     # the cell background under a streak is biased high by the streak itself: take the
     # residual sky from the band's outer pixels and measure against it
     # (for the measurements and the ends; acceptance uses the signal the segment was found in)
-    sky = 0.0
+    # (on the segment's columns only: beside a very bright star it can be off the cells' map by
+    # half the pixel noise, which along the rest of the line read as a faint streak running on
+    # to the frame edge)
     outer = (np.abs(d[a:bb + 1]) >= 3 * sigma + 2.0) & np.isfinite(v[a:bb + 1])
     if outer.sum() >= 20:
-        sky = float(np.median(v[a:bb + 1][outer]))
-        v = v - sky
+        v = v.copy()
+        v[a:bb + 1] -= float(np.median(v[a:bb + 1][outer]))
         _, _, swv, sw2 = _column_signal(v, d, sigma)
     sel = good[a:bb + 1]
     n = int(sel.sum())
@@ -298,7 +318,7 @@ def _refine(ctx, x0, y0, x1, y1):
     for w0, w1 in ((a - reach[0] - 1, a + _END_WINDOW + 1), (bb - _END_WINDOW - 1, bb + reach[1] + 1)):
         w0, w1 = max(w0, 0), min(w1, na - 1)
         vf, df = _local_band(ctx, horizontal, slope, icpt, w0, w1, sigma)
-        _, _, swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _column_signal(vf, df, sigma)
+        swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _cut_sums(vf, df, sigma, slope)
     e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu), reach)
     e0, e1 = max(e0, m_lo), min(e1, m_hi)
     # an end within the streak's width of the frame edge it runs into is on that edge: it is
