@@ -1,51 +1,81 @@
 """Streak ends: the posterior median of the cut between streak and sky at each end, and
 whether an end is on the frame edge (then reported where the line crosses the boundary)."""
 
+import math
+
 import numpy as np
-
-
-def _cut_median(logl):
-    """Index of the posterior median of a cut position with log-likelihoods `logl` (flat
-    prior)."""
-    w = np.exp(logl - logl.max())
-    c = np.cumsum(w)
-    return int(np.searchsorted(c, 0.5 * c[-1]))
-
+from scipy.special import ndtr
 
 _END_WINDOW = 40  # columns either side of a segment's end searched for the cut
+_CUT_STEP = 0.1  # columns: the grid of end positions
+
+
+def _statistics(swv, sw2, seg, f_max):
+    """Columns' matched-filter statistics f (clipped to [-4, `f_max`]), sqrt(sw2), and the
+    amplitude fitted on the segment `seg` (see `_ends`)."""
+    i, j = seg
+    rt = np.sqrt(sw2)
+    f = np.clip(swv / np.where(rt > 0, rt, 1.0), -4.0, f_max)
+    amp = float(np.sum(rt[i:j + 1] * f[i:j + 1]) / max(np.sum(sw2[i:j + 1]), 1e-9))
+    return f, rt, max(amp, 1e-3)
 
 
 def _cut_loglik(swv, sw2, seg, f_max):
     """Cumulative log-likelihood c[k] of "the streak covers the columns < k" from the columns'
     matched-filter sums (see `_ends`); c has one more element than the columns."""
-    i, j = seg
-    rt = np.sqrt(sw2)
-    f = np.clip(swv / np.where(rt > 0, rt, 1.0), -4.0, f_max)
-    amp = float(np.sum(rt[i:j + 1] * f[i:j + 1]) / max(np.sum(sw2[i:j + 1]), 1e-9))
-    m = max(amp, 1e-3) * rt
+    f, rt, amp = _statistics(swv, sw2, seg, f_max)
+    m = amp * rt
     return np.concatenate([[0.0], np.cumsum(m * (f - 0.5 * m))])
 
 
-def _ends(swv, sw2, seg, span, f_max, reach=(_END_WINDOW, _END_WINDOW)):
-    """Streak ends (major coordinates of the boundaries, pix) from segment `seg` = (i, j).
+def _blurred_cut_median(f, rt, amp, lo, hi, blur, upper):
+    """Posterior median (flat prior) of an end at c in [lo, hi] (major coordinate: column k is
+    centred on k), the streak covering the columns below c (`upper`) or above it, its edge
+    blurred by a Gaussian of `blur` columns: column k's statistic has mean
+    amp sqrt(sw2_k) Phi(+-(c - k) / blur). Columns more than 4 blur + 1 from c are wholly in or
+    out (their sums by one cumulative sum)."""
+    c = np.arange(lo, hi + 1e-9, _CUT_STEP)
+    if c.size < 2:
+        return float(lo)
+    n = f.size
+    m_full = amp * rt
+    cum = np.concatenate([[0.0], np.cumsum(m_full * (f - 0.5 * m_full))])
+    half = int(math.ceil(4.0 * blur)) + 1
+    k = np.floor(c).astype(np.int64)[:, None] + np.arange(-half, half + 1)[None, :]
+    kc = np.clip(k, 0, n - 1)
+    z = (c[:, None] - k) / blur
+    m = np.where((k >= 0) & (k < n), m_full[kc] * ndtr(z if upper else -z), 0.0)
+    logl = np.sum(m * (f[kc] - 0.5 * m), axis=1)
+    # the wholly covered columns: below the window for an upper end, above it for a lower one
+    logl += cum[np.clip(k[:, 0], 0, n)] if upper else -cum[np.clip(k[:, -1] + 1, 0, n)]
+    w = np.cumsum(np.exp(logl - logl.max()))
+    return float(c[np.searchsorted(w, 0.5 * w[-1])])
+
+
+def _ends(swv, sw2, seg, span, f_max, reach=(_END_WINDOW, _END_WINDOW), blur=0.0):
+    """Streak ends (major coordinates, pix) from segment `seg` = (i, j).
 
     Column k (the pixels whose perpendicular meets the line there, so that a cut is across the
     streak) has the matched-filter statistic f = swv / sqrt(sw2) (unit variance), of mean
     A sqrt(sw2) inside the streak and 0 outside (A: peak amplitude in pixel-noise units,
     fitted on the segment; masked pixels have no weight in swv and sw2, so they are missing
-    data, not zeros). Each end is the posterior median of the cut, over the cuts from
-    `_END_WINDOW` columns inside the segment's end to `reach` = (before i, after j) columns
-    beyond it, from that likelihood: an end hidden under a mask lands in its middle. f is
-    clipped to [-4, `f_max`] (single bright outliers). Cuts stay within `span` = (first, last)
-    column whose line point lies in the frame.
+    data, not zeros). The streak's end is not a sharp cut: the point spread function blurs it
+    by `blur` columns along the line (its sigma, pix, times the cosine of the line's angle to
+    the major axis), and the columns' rounding by 1/sqrt(12) more, so column k's mean is that
+    amplitude times the fraction of the blurred streak over it. Each end is the posterior
+    median of its position (in steps of 0.1 column), from `_END_WINDOW` columns inside the
+    segment's end to `reach` = (before i, after j) columns beyond it: an end hidden under a
+    mask lands in its middle. f is clipped to [-4, `f_max`] (single bright outliers). Ends stay
+    within `span` = (first, last) column whose line point lies in the frame.
     """
     i, j = seg
-    c = _cut_loglik(swv, sw2, seg, f_max)
-    k0, k1 = max(j + 1 - _END_WINDOW, i + 1), min(j + 1 + reach[1], max(span[1], j) + 1)
-    end = k0 + _cut_median(c[k0:k1 + 1])
-    k0, k1 = max(i - reach[0], min(span[0], i)), min(i + _END_WINDOW, end - 1)
-    start = k0 + _cut_median(-c[k0:k1 + 1])
-    return start - 0.5, end - 0.5
+    f, rt, amp = _statistics(swv, sw2, seg, f_max)
+    b = math.sqrt(blur * blur + 1.0 / 12.0)
+    end = _blurred_cut_median(f, rt, amp, max(j - _END_WINDOW, i) + 0.5,
+                              min(j + reach[1], max(span[1], j)) + 0.5, b, True)
+    start = _blurred_cut_median(f, rt, amp, max(i - reach[0], min(span[0], i)) - 0.5,
+                                min(i + _END_WINDOW - 0.5, end - 1.0), b, False)
+    return start, end
 
 
 _MAX_HIDDEN = 160  # columns: the longest masked run past a segment's end that its cut looks across

@@ -319,7 +319,7 @@ def _refine(ctx, x0, y0, x1, y1):
         w0, w1 = max(w0, 0), min(w1, na - 1)
         vf, df = _local_band(ctx, horizontal, slope, icpt, w0, w1, sigma)
         swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _cut_sums(vf, df, sigma, slope)
-    e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu), reach)
+    e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu), reach, blur=sigma * cosphi)
     e0, e1 = max(e0, m_lo), min(e1, m_hi)
     # an end within the streak's width of the frame edge it runs into is on that edge: it is
     # measured (and the line fitted) out to the edge, and put where the refined line crosses it;
