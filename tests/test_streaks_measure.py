@@ -278,29 +278,53 @@ def test_measured_width_and_brightness(edge_frames):
     assert 0.2 < np.sqrt(np.mean(np.square(pulls))) < 2.5, pulls
 
 
-def test_faint_streak_beside_a_very_bright_star_keeps_its_ends(sim_gaia_dir):
-    # a bench frame (bench_streaks.py, seed 2026, frame 3): an SNR100-10 streak of 200 pix
-    # across a G 6.3 star at (144, 713), and three other streaks. The sky offset measured
-    # beside the star (half the pixel noise under the cells' map there) was once subtracted
-    # along the whole line: the rest of the line read as a faint streak and both ends went
-    # to the frame edges
+def _bench_frame(sim_gaia_dir, seed, streaks):
+    """A full-size frame of the streak benchmark (bench_streaks.py) and the detections on it."""
     from pc_gpu.backend import get_backend
     from pc_gpu.camera import EL_NINO
 
-    streaks = [(1859.195, 533.381, 983.092, 1015.504, 0.8817175, 3.7859299),
-               (210.4387975233403, 634.8288828991801, 83.53915731615947, 789.4137505780318,
-                1.5399941181377983, 1.6678081982308084),
-               (219.657, 934.470, 956.553, 1610.476, 1.3346390, 0.7763159),
-               (2726.795, 591.963, 1227.699, 1915.863, 0.7343674, 0.8061972)]
     cal = make_calibrations(EL_NINO, seed=0)
-    fr = simulate_frame(sim_gaia_dir, DEMO_RA, DEMO_DEC, camera=EL_NINO, calibrations=cal, seed=1003,
+    fr = simulate_frame(sim_gaia_dir, DEMO_RA, DEMO_DEC, camera=EL_NINO, calibrations=cal, seed=seed,
                         streaks=streaks)
     img = ((fr.raw.astype(np.float32) - cal.bias - cal.dark * np.float32(T)) / cal.flat).astype(np.float32)
     tr = fr.truth
     tr = tr[(tr["PHOT_G_MEAN_MAG"] <= 15.16) & tr["IN_FRAME"]]
     res = detect_streaks(img, cal.mask, tr["X"], tr["Y"], tr["FLUX_ADU"], exptime_s=T,
                          backend=get_backend("cpu"))
-    k = match_streaks(res.table, [s[:4] for s in streaks], img.shape)[1]
+    return fr, res, match_streaks(res.table, [s[:4] for s in streaks], img.shape)
+
+
+def test_end_that_runs_on_to_the_edge_is_measured_out_to_it(sim_gaia_dir):
+    # a bench frame (seed 2027, frame 33): an SNR100-10 streak leaves through the left edge
+    # after 121 pix, beside bright stars. Its cut came out 4.6 pix inside the edge, and the
+    # data let it run on to the edge, so it went there, but the line had been fitted only from
+    # 3 pix past that cut: 0.60 pix off along the edge (an ideal line fit: 0.31 pix rms)
+    streaks = [(88.98318730381264, 1052.1600538661028, -59.172928757700866, 1186.509468727379,
+                0.8990466724060876, 1.2743176320153022),
+               (2446.304, -96.448, -1545.010, 167.016, 0.8508840, 0.8678003),
+               (2073.461, 742.640, 1819.803, 1051.926, 1.6386249, 0.8601939),
+               (36.714, 2234.149, 79.618, 2324.478, 0.7803150, 0.8310355)]
+    fr, res, match = _bench_frame(sim_gaia_dir, 101033, streaks)
+    d, t = res.table[match[0]], fr.streaks[0]
+    assert t["EDGE1"] and d["n_ends_at_edge"] == 1
+    err = min(math.hypot(d["x0"] - t["CLIP_X1"], d["y0"] - t["CLIP_Y1"]),
+              math.hypot(d["x1"] - t["CLIP_X1"], d["y1"] - t["CLIP_Y1"]))
+    assert err < 0.5, err
+
+
+def test_faint_streak_beside_a_very_bright_star_keeps_its_ends(sim_gaia_dir):
+    # a bench frame (bench_streaks.py, seed 2026, frame 3): an SNR100-10 streak of 200 pix
+    # across a G 6.3 star at (144, 713), and three other streaks. The sky offset measured
+    # beside the star (half the pixel noise under the cells' map there) was once subtracted
+    # along the whole line: the rest of the line read as a faint streak and both ends went
+    # to the frame edges
+    streaks = [(1859.195, 533.381, 983.092, 1015.504, 0.8817175, 3.7859299),
+               (210.4387975233403, 634.8288828991801, 83.53915731615947, 789.4137505780318,
+                1.5399941181377983, 1.6678081982308084),
+               (219.657, 934.470, 956.553, 1610.476, 1.3346390, 0.7763159),
+               (2726.795, 591.963, 1227.699, 1915.863, 0.7343674, 0.8061972)]
+    _, res, match = _bench_frame(sim_gaia_dir, 1003, streaks)
+    k = match[1]
     assert k >= 0
     d = res.table[k]
     assert d["n_ends_at_edge"] == 0

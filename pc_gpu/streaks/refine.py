@@ -321,16 +321,16 @@ def _refine(ctx, x0, y0, x1, y1):
         swv_f[w0:w1 + 1], sw2_f[w0:w1 + 1] = _cut_sums(vf, df, sigma, slope)
     e0, e1 = _ends(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu), reach, blur=sigma * cosphi)
     e0, e1 = max(e0, m_lo), min(e1, m_hi)
-    # an end within the streak's width of the frame edge it runs into is on that edge: it is
-    # measured (and the line fitted) out to the edge, and put where the refined line crosses it;
-    # so is one where the data allow the streak to run on to that edge (masked pixels included),
-    # measured only out to where the data see it
-    s0, s1, _ = snap_to_edges(e0, e1, icpt, slope, (na, minor_lim), FWHM_PER_SIGMA * sigma + 1.0)
+    # an end within the streak's width of the frame edge it runs into is on that edge, and so is
+    # one where the data allow the streak to run on to that edge (masked pixels included): it is
+    # measured (and the line fitted) out to the edge, whose pixels place the crossing best, and
+    # put where the refined line crosses it
+    lr = edge_loglik(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
+    runs_on = (lr[0] < EDGE_LOGLIK, lr[1] < EDGE_LOGLIK)
+    s0, s1, _ = snap_to_edges(e0, e1, icpt, slope, (na, minor_lim), FWHM_PER_SIGMA * sigma + 1.0, runs_on)
     fit, icpt, slope = _measure(ctx, horizontal, slope, icpt, s0, s1, sigma, (m_lo, m_hi))
     tol = (fit.fwhm if fit is not None else FWHM_PER_SIGMA * sigma) + 1.0
-    lr = edge_loglik(swv_f, sw2_f, (a, bb), span, max(4.0, 4.0 * mu))
-    e0, e1, edge = snap_to_edges(e0, e1, icpt, slope, (na, minor_lim), tol,
-                                 (lr[0] < EDGE_LOGLIK, lr[1] < EDGE_LOGLIK))
+    e0, e1, edge = snap_to_edges(e0, e1, icpt, slope, (na, minor_lim), tol, runs_on)
     if horizontal:
         ex0, ex1 = e0, e1
         ey0, ey1 = icpt + slope * ex0, icpt + slope * ex1
