@@ -5,22 +5,19 @@
 # exits 1. Not part of the test run. The package brings no index files: the benchmark builds
 # its own from the Gaia chunk tree.
 set -euo pipefail
-if command -v solve-field >/dev/null 2>&1 && command -v build-astrometry-index >/dev/null 2>&1; then
+source "$(dirname "${BASH_SOURCE[0]}")/apt_install.sh"
+have_solver() { command -v solve-field >/dev/null 2>&1 && command -v build-astrometry-index >/dev/null 2>&1; }
+if have_solver; then
     exit 0
 fi
-if command -v apt-get >/dev/null 2>&1; then
-    sudo=""
-    if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
-    echo "solve-field not found: installing Debian's astrometry.net package" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        astrometry.net >/dev/null
-else
-    echo "solve-field not found and apt-get is not available: install astrometry.net" \
-         "(https://astrometry.net/use.html) and retry" >&2
+echo "solve-field not found: installing Debian's astrometry.net package" >&2
+status=0
+apt_install --no-install-recommends astrometry.net || status=$?
+if [ "$status" = 2 ]; then
+    echo "apt-get is not available: install astrometry.net (https://astrometry.net/use.html) and retry" >&2
     exit 1
 fi
-command -v solve-field >/dev/null 2>&1 && command -v build-astrometry-index >/dev/null 2>&1 || {
+have_solver || {
     echo "astrometry.net could not be installed (solve-field or build-astrometry-index missing)" >&2
     exit 1
 }

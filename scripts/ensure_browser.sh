@@ -3,20 +3,13 @@
 # (installs Debian's chromium and chromium-driver packages when they are missing and we can).
 # The tests skip, with the reason, only where neither is found.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/apt_install.sh"
 have() { command -v "$1" >/dev/null 2>&1; }
 if (have chromium || have chromium-browser) && have chromedriver; then
     exit 0
 fi
-if have apt-get; then
-    sudo=""
-    if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
-    echo "chromium or chromedriver not found: installing Debian's chromium and chromium-driver" >&2
-    $sudo apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null || {
-        echo "could not install chromium/chromium-driver; the browser tests will be skipped" >&2
-        exit 0
-    }
-fi
+echo "chromium or chromedriver not found: installing Debian's chromium and chromium-driver" >&2
+apt_install chromium chromium-driver || true
 if ! { (have chromium || have chromium-browser) && have chromedriver; }; then
     echo "chromium/chromedriver unavailable; the browser tests will be skipped" >&2
 fi
