@@ -7,7 +7,7 @@ import numpy as np
 from scipy.special import ndtr
 
 _END_WINDOW = 40  # columns either side of a segment's end searched for the cut
-_CUT_STEP = 0.1  # columns: the grid of end positions
+_CUT_STEPS = 10  # grid of end positions per column (exact tenths: the range ends are whole or half columns)
 
 
 def _statistics(swv, sw2, seg, f_max):
@@ -34,7 +34,7 @@ def _blurred_cut_median(f, rt, amp, lo, hi, blur, upper):
     blurred by a Gaussian of `blur` columns: column k's statistic has mean
     amp sqrt(sw2_k) Phi(+-(c - k) / blur). Columns more than 4 blur + 1 from c are wholly in or
     out (their sums by one cumulative sum)."""
-    c = np.arange(lo, hi + 1e-9, _CUT_STEP)
+    c = np.arange(round(lo * _CUT_STEPS), round(hi * _CUT_STEPS) + 1) / _CUT_STEPS
     if c.size < 2:
         return float(lo)
     n = f.size
